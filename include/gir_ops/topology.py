@@ -1,0 +1,396 @@
+"""The GIR deployment topology: one validated YAML file that every DAG reads at parse time.
+
+The file describes the data centers (sites), their RWS connections and contact centers, where the
+SpeechMiner index backup and the RCS keystores live, and how failover is approved. It is loaded once per
+process, validated with a typed model, and any mistake fails DAG parsing with a message that names the
+file, the key path and the fix, because a wrong topology must never silently run against the wrong DC.
+
+``${NAME}`` and ``${NAME:-default}`` in string values are replaced from the environment, so one file
+serves the laptop stack, the compose deployment and CI without edits.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from croniter import croniter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+DEFAULT_TOPOLOGY_PATH = Path(__file__).resolve().parent.parent / "config" / "topology.yaml"
+TOPOLOGY_ENV_VAR = "GIR_TOPOLOGY"
+
+# Schemes ObjectStoragePath can reach through a registered fsspec filesystem and that we support.
+SUPPORTED_URL_SCHEMES = ("file", "s3", "gs", "gcs", "abfs", "az", "sftp", "smb", "hdfs", "webhdfs")
+
+_ENV_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_HEX_ID = re.compile(r"^[0-9a-fA-F]+$")
+_SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class TopologyError(ValueError):
+    """The topology file is missing, not YAML, or does not describe a valid deployment."""
+
+
+# --- field types -------------------------------------------------------------------------------------
+
+
+def _check_hex_id(value: str) -> str:
+    if not _HEX_ID.match(value):
+        raise ValueError(
+            f"contact center ID {value!r} is not hexadecimal; use the hex ID that "
+            "GET /api/v2/ops/contact-centers returns at the end of each URI"
+        )
+    return value.lower()
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"timezone {value!r} does not exist; use an IANA name such as 'UTC', 'Europe/Paris' or "
+            "'Asia/Kolkata'"
+        ) from None
+    return value
+
+
+def _check_cron(value: str) -> str:
+    if not croniter.is_valid(value):
+        raise ValueError(
+            f"cron expression {value!r} does not parse; use five fields 'minute hour day month weekday', "
+            "e.g. '0 2 * * *'"
+        )
+    return value
+
+
+def _check_storage_url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or not rest:
+        raise ValueError(
+            f"{value!r} is not a storage URL; write it as scheme://path, e.g. file:///var/lib/gir/..."
+        )
+    if scheme.lower() not in SUPPORTED_URL_SCHEMES:
+        raise ValueError(
+            f"URL scheme {scheme!r} is not supported; use one of {', '.join(SUPPORTED_URL_SCHEMES)}"
+        )
+    return value
+
+
+def _check_site_name(value: str) -> str:
+    if not _SITE_NAME.match(value):
+        raise ValueError(
+            f"site name {value!r} must start with a letter or digit and contain only letters, digits, "
+            "'_', '.' or '-' (it is the eServices siteName and part of DAG ids)"
+        )
+    return value
+
+
+HexId = Annotated[str, AfterValidator(_check_hex_id)]
+Timezone = Annotated[str, AfterValidator(_check_timezone)]
+Cron = Annotated[str, AfterValidator(_check_cron)]
+StorageUrl = Annotated[str, AfterValidator(_check_storage_url)]
+SiteName = Annotated[str, AfterValidator(_check_site_name)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a key must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sections ----------------------------------------------------------------------------------------
+
+
+class RwsSettings(_Strict):
+    """How to reach a DC's Interaction Recording Web Services ops API."""
+
+    conn_id: str | None = Field(default=None, description="Airflow HTTP connection; default gir_rws_<site>")
+    contact_centers: list[HexId] = Field(default_factory=list)
+    screen_recording: bool = False
+
+
+class ReindexSettings(_Strict):
+    """The daily Elasticsearch forceIndex of a DC that keeps its own index."""
+
+    enabled: bool = False
+    schedule: Cron = "0 2 * * *"
+    max_window_hours: int = Field(default=24, ge=1)
+    pool: str | None = Field(default=None, description="Airflow pool; default gir_rws_<site>")
+    pool_slots: int = Field(default=1, ge=1)
+
+
+class SpeechMinerSettings(_Strict):
+    index_backup: StorageUrl | None = None
+
+
+class RcsInstance(_Strict):
+    """One Recording Crypto Server and where its keystore file can be read."""
+
+    name: str = Field(min_length=1)
+    keystore: StorageUrl
+    password_conn_id: str | None = None
+
+
+class DataCenter(_Strict):
+    site: SiteName
+    timezone: Timezone = "UTC"
+    rws: RwsSettings = Field(default_factory=RwsSettings)
+    reindex: ReindexSettings = Field(default_factory=ReindexSettings)
+    speechminer: SpeechMinerSettings = Field(default_factory=SpeechMinerSettings)
+    rcs: list[RcsInstance] = Field(default_factory=list)
+
+    @property
+    def site_slug(self) -> str:
+        """The site in lower case with '-' and '.' as '_', as used in DAG, pool and connection ids."""
+        return re.sub(r"[^a-z0-9_]", "_", self.site.lower())
+
+    @property
+    def rws_conn_id(self) -> str:
+        return self.rws.conn_id or f"gir_rws_{self.site_slug}"
+
+    @property
+    def rws_pool(self) -> str:
+        return self.reindex.pool or f"gir_rws_{self.site_slug}"
+
+
+class ShippingSettings(_Strict):
+    """Where the primary DC's SpeechMiner daily index backup is shipped, and how it is kept."""
+
+    from_site: str
+    to_site: str
+    destination: StorageUrl
+    keep: int = Field(default=7, ge=1)
+    schedule: Cron = "30 3 * * *"
+    ready_marker: str | None = None
+    quiet_minutes: int = Field(default=30, ge=0)
+    max_age_hours: float = Field(default=26, gt=0)
+    wait_timeout_minutes: int = Field(default=360, ge=1)
+
+
+class KeystoreCheckSettings(_Strict):
+    schedule: Cron = "0 * * * *"
+    reference: str | None = None
+    expiry_warning_days: int = Field(default=30, ge=0)
+
+
+class Approver(_Strict):
+    id: str = Field(min_length=1)
+    name: str | None = None
+
+
+class FailoverSettings(_Strict):
+    approvers: list[Approver] = Field(min_length=1)
+    response_timeout_minutes: int = Field(default=30, ge=1)
+    dr_monitoring_delay_seconds: int = Field(default=30, ge=0)
+    verify_margin_seconds: int = Field(default=30, ge=0)
+    audit_log: StorageUrl
+
+
+class Topology(_Strict):
+    primary_site: str
+    data_centers: list[DataCenter] = Field(min_length=1)
+    shipping: ShippingSettings | None = None
+    keystore_check: KeystoreCheckSettings = Field(default_factory=KeystoreCheckSettings)
+    failover: FailoverSettings | None = None
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Topology:
+        sites = [dc.site for dc in self.data_centers]
+        seen: set[str] = set()
+        for index, site in enumerate(sites):
+            if site.lower() in seen:
+                raise _KeyError(
+                    ("data_centers", index, "site"),
+                    f"duplicate site {site!r}; every data center needs its own siteName",
+                )
+            seen.add(site.lower())
+        known = ", ".join(sites)
+        if self.primary_site not in sites:
+            raise _KeyError(
+                ("primary_site",),
+                f"{self.primary_site!r} is not among the sites ({known}); name one of them",
+            )
+        if self.shipping is not None:
+            for key in ("from_site", "to_site"):
+                value = getattr(self.shipping, key)
+                if value not in sites:
+                    raise _KeyError(("shipping", key), f"site {value!r} does not exist; use one of {known}")
+            if self.shipping.from_site == self.shipping.to_site:
+                raise _KeyError(
+                    ("shipping", "to_site"), "must differ from shipping.from_site: ship to the other DC"
+                )
+            if self.site(self.shipping.from_site).speechminer.index_backup is None:
+                raise _KeyError(
+                    ("shipping", "from_site"),
+                    f"site {self.shipping.from_site!r} has no speechminer.index_backup to ship from; "
+                    "add that key to the data center",
+                )
+        rcs_names = [rcs.name for dc in self.data_centers for rcs in dc.rcs]
+        duplicates = sorted({name for name in rcs_names if rcs_names.count(name) > 1})
+        if duplicates:
+            raise _KeyError(("data_centers",), f"RCS instance names must be unique; repeated: {duplicates}")
+        reference = self.keystore_check.reference
+        if reference is not None and reference not in rcs_names:
+            raise _KeyError(
+                ("keystore_check", "reference"),
+                f"RCS instance {reference!r} does not exist; use one of {rcs_names}",
+            )
+        return self
+
+    # --- lookups used by the DAGs ---
+
+    def site(self, name: str) -> DataCenter:
+        for dc in self.data_centers:
+            if dc.site == name:
+                return dc
+        raise KeyError(f"no data center with site {name!r} in the topology")
+
+    @property
+    def primary(self) -> DataCenter:
+        return self.site(self.primary_site)
+
+    @property
+    def sites(self) -> list[str]:
+        return [dc.site for dc in self.data_centers]
+
+    @property
+    def reindex_data_centers(self) -> list[DataCenter]:
+        return [dc for dc in self.data_centers if dc.reindex.enabled]
+
+    @property
+    def rcs_instances(self) -> list[tuple[DataCenter, RcsInstance]]:
+        return [(dc, rcs) for dc in self.data_centers for rcs in dc.rcs]
+
+    @property
+    def keystore_reference(self) -> str | None:
+        """The RCS instance every other keystore is compared with: configured, or the primary's first."""
+        if self.keystore_check.reference:
+            return self.keystore_check.reference
+        primary_rcs = self.primary.rcs
+        return primary_rcs[0].name if primary_rcs else None
+
+
+class _KeyError(ValueError):
+    """A cross-field error that knows which key it is about."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+
+def _format_loc(loc: tuple[str | int, ...] | list[str | int]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+_FIXES = {
+    "extra_forbidden": "remove it or check its spelling against include/config/topology.yaml",
+    "missing": "add this key",
+    "greater_than_equal": "raise the value",
+    "too_short": "add at least one entry",
+}
+
+
+def _describe(error: Any) -> str:
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    fix = _FIXES.get(error["type"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"{message}; fix: {fix}" if fix else message
+
+
+def _expand_env(value: Any, loc: tuple[str | int, ...], source: str) -> Any:
+    if isinstance(value, dict):
+        return {key: _expand_env(item, (*loc, key), source) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(item, (*loc, index), source) for index, item in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group("name"), match.group("default")
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise TopologyError(
+            f"{source}: {_format_loc(loc)}: environment variable {name} is not set; "
+            f"set it or write ${{{name}:-default}}"
+        )
+
+    return _ENV_REF.sub(replace, value)
+
+
+def parse_topology(text: str, source: str = "<topology>") -> Topology:
+    """Validate topology YAML text; every error names ``source``, the key path and the fix."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TopologyError(f"{source}: not valid YAML: {exc}; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise TopologyError(
+            f"{source}: not a topology: expected a YAML mapping with primary_site and data_centers, "
+            f"got {type(raw).__name__}"
+        )
+    raw = _expand_env(raw, (), source)
+    try:
+        return Topology.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            ctx_error = (error.get("ctx") or {}).get("error")
+            if isinstance(ctx_error, _KeyError):
+                problems.append(f"{_format_loc(ctx_error.loc)}: {ctx_error.message}")
+            else:
+                problems.append(f"{_format_loc(error['loc'])}: {_describe(error)}")
+        raise TopologyError(f"{source}: invalid topology:\n  " + "\n  ".join(problems)) from None
+
+
+def topology_path() -> Path:
+    return Path(os.environ.get(TOPOLOGY_ENV_VAR) or DEFAULT_TOPOLOGY_PATH).expanduser().resolve()
+
+
+def load_topology(path: str | Path | None = None) -> Topology:
+    """Load and validate the topology named by ``path``, $GIR_TOPOLOGY, or the default file.
+
+    Cached per file content, so each DAG file parse reads it once and an edited file is picked up.
+    """
+    resolved = Path(path).expanduser().resolve() if path else topology_path()
+    try:
+        stat = resolved.stat()
+    except FileNotFoundError:
+        raise TopologyError(
+            f"{resolved}: topology file not found; set {TOPOLOGY_ENV_VAR} to your topology file or "
+            f"create {DEFAULT_TOPOLOGY_PATH}"
+        ) from None
+    env_key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("GIR_",))))
+    return _load_cached(str(resolved), stat.st_mtime_ns, stat.st_size, env_key)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(path: str, _mtime_ns: int, _size: int, _env: tuple[tuple[str, str], ...]) -> Topology:
+    return parse_topology(Path(path).read_text(encoding="utf-8"), source=path)
