@@ -350,7 +350,10 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise TopologyError(f"{source}: not valid YAML: {exc}; fix the syntax") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TopologyError(f"{source}: not valid YAML: {where}{problem}; fix the syntax") from None
     if not isinstance(raw, dict):
         raise TopologyError(
             f"{source}: not a topology: expected a YAML mapping with primary_site and data_centers, "
