@@ -1,0 +1,160 @@
+"""eServices failover (and switch-back) with pre-flight, two-person approval, verification and audit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG, chain, task
+
+from include.gir_ops import failover
+from include.gir_ops.failover_triggers import VerifyEServicesSiteOperator
+from include.gir_ops.topology import TopologyError, load_topology
+
+topology = load_topology()
+if topology.failover is None:
+    raise TopologyError(
+        "gir_eservices_failover needs a failover section in the topology (approvers, audit_log, ...); "
+        "see include/config/topology.yaml"
+    )
+settings = topology.failover
+_record = "ti.xcom_pull(task_ids='preflight', key='record')"
+
+DOC_MD = f"""
+# eServices failover: `gir_eservices_failover`
+
+Switches the Interaction Server that RWS uses (the eServices site) to another data center, as the GIR
+guide's manual procedure does (`POST .../genesys-environments/{{id}}/multimedia-switch`), but checked,
+approved by a second person, verified and audited. **Switching back is the same DAG** with
+`target_site` = `{topology.primary_site}` (the primary).
+
+**To run it:** Trigger DAG → fill `target_site` ({", ".join(topology.sites)}), `reason` (10+ characters),
+optionally `change_ticket` and `dry_run` → Trigger. Then **another** approver
+({", ".join(a.id for a in settings.approvers)}) opens *Required Actions* (or this run's
+`approve_failover` task) and chooses *Approve* or *Reject*. The user who triggered cannot approve
+(two-person rule); no answer within {settings.response_timeout_minutes} min counts as a rejection.
+
+Steps: `preflight` (which RWS answer, target's first; the site they report; last keystore check and
+SpeechMiner backup, as warnings) → `approval_needed` (skips everything when the target is already
+current) → `approve_failover` → `recheck` (two-person rule, site unchanged?) →
+`switch_eservices_site` (ONE POST, never retried) → `verify_switch` (deferred, GETs only, up to
+{settings.dr_monitoring_delay_seconds + settings.verify_margin_seconds}s) → `audit` (always; one JSON file
+under `failover.audit_log`) → `outcome` (the verdict, the manual follow-ups and the switch-back command).
+
+**Read the `outcome` task:** it fails the run unless the outcome is verified, already-current
+(also when the target became current while waiting) or dry-run. `unverified` means RWS accepted the
+switch but does not report its site: check by hand, do not trigger again blindly.
+Full procedure: docs/gir_eservices_failover.md.
+"""
+
+with DAG(
+    dag_id=failover.DAG_ID,
+    schedule=None,
+    max_active_runs=1,
+    catchup=False,
+    # A failover DAG that is paused when it is needed is a trap; the approval gate guards every run.
+    is_paused_upon_creation=False,
+    tags=["gir", "eservices", "failover", "hitl"],
+    default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(seconds=15)},
+    params=failover.trigger_params(topology),
+    doc_md=DOC_MD,
+) as dag:
+
+    @task(
+        task_id=failover.PREFLIGHT,
+        inlets=failover.preflight_inlets(topology),
+        execution_timeout=timedelta(minutes=5),
+        doc_md="Read-only: RWS reachability (target's first), the site RWS reports, the environment ID, "
+        "the last keystore check and SpeechMiner backup. Retried: it only reads.",
+    )
+    def preflight(**context: Any) -> None:
+        failover.run_preflight(context)
+
+    @task.short_circuit(
+        task_id=failover.APPROVAL_NEEDED,
+        ignore_downstream_trigger_rules=False,
+        doc_md="Skips the approval and the switch when RWS already reports the target site.",
+    )
+    def approval_needed(**context: Any) -> bool:
+        return failover.approval_needed(context)
+
+    approve = failover.FailoverApprovalOperator(
+        task_id=failover.APPROVE_FAILOVER,
+        subject="{{ " + _record + "['approval_subject'] }}",
+        body="{{ " + _record + "['approval_body'] }}",
+        assigned_users=failover.assigned_approvers(topology),
+        response_timeout=timedelta(minutes=settings.response_timeout_minutes),
+        # No answer in time = Reject (recorded with no responding user), so the audit can tell a
+        # timeout from a rejection; a Reject skips the downstream steps instead of failing this task.
+        defaults=failover.REJECT,
+        fail_on_reject=False,
+        retries=0,
+        doc_md="The provider's ApprovalOperator, recording the answer for the audit. Never retried: a "
+        "retry would ask the approvers again after they answered. Waits in awaiting_input without a "
+        "worker slot; the answer is checked by `recheck` (two-person rule).",
+    )
+
+    @task(
+        task_id=failover.RECHECK,
+        retry_delay=timedelta(seconds=10),
+        doc_md="Two-person rule (approver != triggering user, approver in failover.approvers), then the "
+        "site again: any change while waiting stops the run. Refusals fail at once; reads are retried.",
+    )
+    def recheck(**context: Any) -> None:
+        failover.run_recheck(context)
+
+    @task(
+        task_id=failover.SWITCH,
+        retries=0,
+        pool=failover.SWITCH_POOL,
+        pool_slots=1,
+        execution_timeout=timedelta(minutes=10),
+        doc_md="ONE synchronous multimedia-switch POST to the first RWS that answers (target's first). "
+        "Never retried by Airflow: a second POST after an unknown outcome (timeout, dropped connection) "
+        "could switch again after someone switched back. The RWS client resends only when the request "
+        "never left or RWS answered 5xx/statusCode 4 (nothing changed). Pool gir_rws_switch (1 slot).",
+    )
+    def switch_eservices_site(**context: Any) -> None:
+        failover.run_switch(context)
+
+    verify = VerifyEServicesSiteOperator(
+        task_id=failover.VERIFY,
+        switch_task_id=failover.SWITCH,
+        rws_nodes=[{"site": dc.site, "conn_id": dc.rws_conn_id} for dc in topology.data_centers],
+        dr_monitoring_delay_seconds=settings.dr_monitoring_delay_seconds,
+        verify_margin_seconds=settings.verify_margin_seconds,
+        retry_delay=timedelta(seconds=10),
+        doc_md="Deferred: the triggerer polls GET genesys-environments/{id} on every RWS (no POST, safe to "
+        "repeat) until all that answer report the target, or the delay plus margin has passed.",
+    )
+
+    @task(
+        task_id=failover.AUDIT,
+        trigger_rule="all_done",
+        retry_delay=timedelta(seconds=10),
+        doc_md="Always runs: one JSON record per run under failover.audit_log (who, why, approval, every "
+        "RWS answer, outcome). A retry adds a file, never overwrites one.",
+    )
+    def audit(**context: Any) -> dict[str, Any]:
+        return failover.run_audit(context)
+
+    @task(
+        task_id=failover.OUTCOME,
+        trigger_rule="all_done",
+        retries=0,
+        doc_md="The verdict. Never retried: it only reads what the run recorded and fails the run unless "
+        "the outcome is verified, already-current or dry-run; lists the follow-ups.",
+    )
+    def outcome(**context: Any) -> None:
+        failover.run_outcome(context)
+
+    chain(
+        preflight(),
+        approval_needed(),
+        approve,
+        recheck(),
+        switch_eservices_site(),
+        verify,
+        audit(),
+        outcome(),
+    )
