@@ -175,9 +175,10 @@ class ShippingSettings(_Strict):
     keep: int = Field(default=7, ge=1)
     schedule: Cron = "30 3 * * *"
     ready_marker: str | None = None
-    quiet_minutes: int = Field(default=30, ge=0)
+    quiet_minutes: float = Field(default=30, ge=0)
     max_age_hours: float = Field(default=26, gt=0)
-    wait_timeout_minutes: int = Field(default=360, ge=1)
+    wait_timeout_minutes: float = Field(default=360, gt=0)
+    poll_seconds: float = Field(default=60, gt=0, description="how often the deferred wait re-checks")
 
 
 class KeystoreCheckSettings(_Strict):

@@ -1,0 +1,506 @@
+"""gir_speechminer_backup_ship end to end with dag.test(), over backups written by the simulator's demo data.
+
+The wait really defers: dag.test() runs BackupReadyTrigger inline, and the "still being written" cases
+only finish the backup after the trigger has polled it at least once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from include.gir_ops import backup
+from include.gir_ops.simulator.demo_data import (
+    DEFAULT_READY_MARKER,
+    EMPTY_FILE,
+    NON_ASCII_FILE,
+    backup_folder_name,
+    generate_index_backups,
+    local_path,
+    write_incomplete_backup,
+)
+
+DAG_ID = "gir_speechminer_backup_ship"
+SMALL = 256 * 1024  # bytes per generated backup: big enough for several files, fast to copy
+TODAY = datetime.now(UTC).date()
+SHIPPING_TASKS = ("wait_for_backup", "manifest", "copy", "verify_and_publish", "retention")
+
+
+@pytest.fixture(autouse=True)
+def _logs_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+
+
+class Shipping:
+    """The simulated route: where DC1's SpeechMiner writes backups and where DC2's replica lives."""
+
+    def __init__(self, gir: Any, load_dag: Callable[[str], Any]) -> None:
+        self.gir = gir
+        topology = gir.topology
+        self.route = backup.ShippingRoute.from_topology(topology)
+        self.source = local_path(self.route.source_root)
+        self.destination = local_path(self.route.destination)
+        self.marker = topology.shipping.ready_marker
+        self.dag = load_dag(DAG_ID)
+        for task in self.dag.tasks:  # retries stay on, but a test must never sit out a 5-minute delay
+            task.retry_delay = timedelta(0)
+
+    def generate(self, *, days: int = 1, end_day: date = TODAY) -> list[Path]:
+        return generate_index_backups(
+            self.source,
+            days=days,
+            end_day=end_day,
+            total_bytes_per_backup=SMALL,
+            files_per_backup=8,
+            ready_marker=self.marker,
+        )
+
+    def run(self) -> Any:
+        return self.dag.test()
+
+
+@pytest.fixture
+def shipping_factory(
+    gir_factory: Callable[..., Any], load_dag: Callable[[str], Any]
+) -> Callable[..., Shipping]:
+    def make(**shipping: Any) -> Shipping:
+        return Shipping(gir_factory({"shipping": {"poll_seconds": 0.2, **shipping}}), load_dag)
+
+    return make
+
+
+def states(dag_run: Any) -> dict[str, str]:
+    return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
+
+
+def xcom(dag_run: Any, task_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter(
+                XComModel.dag_id == dag_run.dag_id,
+                XComModel.run_id == dag_run.run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == "return_value",
+            )
+            .one_or_none()
+        )
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+def asset_events(*dag_runs: Any, site: str = "DC2") -> list[dict[str, Any]]:
+    """Extras of the SpeechMiner backup Asset events these runs emitted, oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    from include.gir_ops.assets import speechminer_backup_asset
+
+    name = speechminer_backup_asset(site).name
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(
+                AssetModel.name == name,
+                AssetEvent.source_dag_id == DAG_ID,
+                AssetEvent.source_run_id.in_([run.run_id for run in dag_runs]),
+            )
+            .order_by(AssetEvent.id)
+            .all()
+        )
+        return [dict(event.extra or {}) for event in events]
+
+
+def tree_hashes(folder: Path, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in folder.rglob("*")
+        if path.is_file() and path.relative_to(folder).as_posix() not in skip
+    }
+
+
+def manifest_of(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "MANIFEST.json").read_text(encoding="utf-8"))
+
+
+class Logs:
+    """What an operator would read: log records plus the task failures dag.test() prints (structlog)."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+        self.caplog = caplog
+        self.capsys = capsys
+        self.printed = ""
+
+    def text(self) -> str:
+        captured = self.capsys.readouterr()
+        self.printed += captured.out + captured.err
+        return "\n".join([*(r.getMessage() for r in self.caplog.records), self.printed])
+
+    def clear(self) -> None:
+        self.text()
+        self.caplog.clear()
+        self.printed = ""
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> Logs:
+    return Logs(caplog, capsys)
+
+
+# --- shipping ------------------------------------------------------------------------------------------
+
+
+def test_full_ship_then_a_second_run_copies_nothing(shipping_factory: Callable[..., Shipping]) -> None:
+    ship = shipping_factory()
+    folders = ship.generate(days=2)
+    newest = folders[-1]
+
+    first = ship.run()
+
+    assert first.state == "success", states(first)
+    published = ship.destination / newest.name
+    assert tree_hashes(published, skip=("MANIFEST.json",)) == tree_hashes(newest)
+    assert not (ship.destination / f"{newest.name}.partial").exists()
+    assert not (ship.destination / folders[0].name).exists(), "only the newest backup is shipped"
+    manifest = manifest_of(published)
+    listed = {entry["path"]: entry for entry in manifest["entries"]}
+    assert listed[EMPTY_FILE]["size"] == 0
+    assert listed[EMPTY_FILE]["sha256"] == hashlib.sha256(b"").hexdigest()
+    assert (published / NON_ASCII_FILE).read_bytes() == (newest / NON_ASCII_FILE).read_bytes()
+    assert NON_ASCII_FILE in listed and DEFAULT_READY_MARKER in listed
+    copied = xcom(first, "copy")
+    assert copied["bytes_copied"] == sum(p.stat().st_size for p in newest.rglob("*") if p.is_file())
+    events = asset_events(first)
+    assert len(events) == 1
+    assert events[0] == {
+        "site": "DC2",
+        "backup_name": newest.name,
+        "bytes": manifest["bytes"],
+        "files": len(listed),
+        "manifest_sha256": manifest["manifest_sha256"],
+        "shipped_at": manifest["shipped_at"],
+    }
+    before = {p: p.stat().st_mtime_ns for p in published.rglob("*")}
+
+    second = ship.run()
+
+    assert second.state == "success", states(second)
+    assert states(second)["copy"] == "skipped"
+    assert states(second)["verify_and_publish"] == "skipped"
+    assert states(second)["freshness"] == "success"
+    assert xcom(second, "manifest")["already_present"] is True
+    assert xcom(second, "copy") is None
+    assert {p: p.stat().st_mtime_ns for p in published.rglob("*")} == before
+    assert asset_events(second) == [], "re-verifying an existing copy is not a new shipment"
+
+
+def test_a_rerun_after_a_crash_mid_copy_copies_only_the_missing_bytes(
+    shipping_factory: Callable[..., Shipping],
+) -> None:
+    ship = shipping_factory()
+    (newest,) = ship.generate()
+    files = sorted(
+        (p.relative_to(newest).as_posix(), p.stat().st_size) for p in newest.rglob("*") if p.is_file()
+    )
+    by_size = sorted(files, key=lambda item: item[1])
+    good = [path for path, _ in by_size[:4]]  # small ones made it before the crash
+    truncated, truncated_size = by_size[-1]  # the largest was being written when the worker died
+    staging = ship.destination / f"{newest.name}.partial"
+    for path in good:
+        (staging / path).parent.mkdir(parents=True, exist_ok=True)
+        (staging / path).write_bytes((newest / path).read_bytes())
+    staged_prefix = truncated_size // 3
+    (staging / truncated).parent.mkdir(parents=True, exist_ok=True)
+    (staging / truncated).write_bytes((newest / truncated).read_bytes()[:staged_prefix])
+    missing = [path for path, _ in files if path not in good and path != truncated]
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "success", states(dag_run)
+    copied = xcom(dag_run, "copy")
+    assert sorted(copied["files_kept"]) == sorted(good)
+    assert copied["files_resumed"] == [truncated]
+    assert sorted(copied["files_copied"]) == sorted(missing)
+    sizes = dict(files)
+    assert copied["bytes_copied"] == (truncated_size - staged_prefix) + sum(sizes[p] for p in missing)
+    assert copied["bytes_copied"] < copied["bytes_total"]
+    assert tree_hashes(ship.destination / newest.name, skip=("MANIFEST.json",)) == tree_hashes(newest)
+    assert not staging.exists()
+
+
+def test_a_staged_file_corrupted_after_copying_fails_verification_naming_it(
+    shipping_factory: Callable[..., Shipping],
+    monkeypatch: pytest.MonkeyPatch,
+    logs: Logs,
+) -> None:
+    """Between copy and verify (bad disk, another process) a staged file changes: nothing is published."""
+    ship = shipping_factory()
+    (newest,) = ship.generate()
+    real_copy_task = backup.copy_task
+    largest = max((p for p in newest.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    damaged = largest.relative_to(newest).as_posix()
+    staged_file = ship.destination / f"{newest.name}.partial" / damaged
+
+    def copy_then_corrupt(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        result = real_copy_task(*args, **kwargs)
+        data = bytearray(staged_file.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        staged_file.write_bytes(bytes(data))
+        return result
+
+    monkeypatch.setattr(backup, "copy_task", copy_then_corrupt)
+    failed = ship.run()
+
+    assert failed.state == "failed"
+    assert states(failed)["copy"] == "success"
+    assert states(failed)["verify_and_publish"] == "failed"
+    assert states(failed)["retention"] == "upstream_failed", "nothing is pruned after a failed ship"
+    assert states(failed)["fail_run_if_shipping_failed"] == "failed"
+    assert f"{damaged} (SHA-256" in logs.text()
+    assert not (ship.destination / newest.name).exists(), "a copy that did not verify is never published"
+    assert asset_events(failed) == []
+
+    monkeypatch.setattr(backup, "copy_task", real_copy_task)
+    repaired = ship.run()
+
+    assert repaired.state == "success", states(repaired)
+    copied = xcom(repaired, "copy")
+    assert copied["files_copied"] == [damaged]
+    assert copied["bytes_copied"] == largest.stat().st_size
+    assert tree_hashes(ship.destination / newest.name, skip=("MANIFEST.json",)) == tree_hashes(newest)
+    assert [e["backup_name"] for e in asset_events(repaired)] == [newest.name]
+
+
+def test_a_published_backup_damaged_later_is_detected_and_reshipped(
+    shipping_factory: Callable[..., Shipping], logs: Logs
+) -> None:
+    ship = shipping_factory()
+    (newest,) = ship.generate()
+    first = ship.run()
+    assert first.state == "success"
+    published_file = ship.destination / newest.name / EMPTY_FILE
+    published_file.write_bytes(b"bit rot")
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "success", states(dag_run)
+    plan = xcom(dag_run, "manifest")
+    assert plan["already_present"] is False
+    assert plan["repaired"] == [EMPTY_FILE]
+    assert f"{EMPTY_FILE} (size 7 bytes, expected 0)" in logs.text()
+    copied = xcom(dag_run, "copy")
+    assert copied["files_copied"] == [EMPTY_FILE]
+    assert copied["bytes_copied"] == 0
+    assert published_file.read_bytes() == b""
+    assert [e["backup_name"] for e in asset_events(first, dag_run)] == [newest.name] * 2
+
+
+# --- waiting for the backup ----------------------------------------------------------------------------
+
+
+class SpeechMinerStillWriting:
+    """Wraps the readiness check: until the trigger has polled ``finish_at - 1`` times, SpeechMiner keeps
+    touching the folder; on call ``finish_at`` it finishes the backup. Call 1 is the worker's own check."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, ship: Shipping, *, finish_at: int) -> None:
+        self.calls = 0
+        self.ship = ship
+        self.finish_at = finish_at
+        self.lock = threading.Lock()
+        self.real = backup.backup_readiness
+        monkeypatch.setattr(backup, "backup_readiness", self)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            self.calls += 1
+            folder = self.ship.source / backup_folder_name(TODAY)
+            if self.calls < self.finish_at:
+                for path in folder.rglob("*"):
+                    os.utime(path)  # still writing
+            elif self.calls == self.finish_at:
+                self.ship.generate()
+        return self.real(*args, **kwargs)
+
+
+def incomplete_backup(ship: Shipping) -> Path:
+    return write_incomplete_backup(
+        ship.source, TODAY, total_bytes=SMALL, files=8, ready_marker=ship.marker or DEFAULT_READY_MARKER
+    )
+
+
+def test_a_backup_still_being_written_is_waited_for_in_the_triggerer_then_shipped_once_quiet(
+    shipping_factory: Callable[..., Shipping], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ship = shipping_factory(ready_marker=None, quiet_minutes=0.03)  # 1.8 s quiet period
+    folder = incomplete_backup(ship)
+    writer = SpeechMinerStillWriting(monkeypatch, ship, finish_at=3)
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "success", states(dag_run)
+    ready = xcom(dag_run, "wait_for_backup")
+    assert ready["deferred"] is True, "the wait must happen in the triggerer, not on the worker"
+    assert ready["backup_name"] == folder.name
+    assert ready["polls"] >= 3, "ready only after a quiet period following the last change"
+    assert ready["reason"].startswith("quiet for")
+    assert writer.calls >= 4
+    published = ship.destination / folder.name
+    assert tree_hashes(published, skip=("MANIFEST.json",)) == tree_hashes(folder)
+    assert manifest_of(published)["files"] == 8, "the complete backup, not the half-written one"
+
+
+def test_a_backup_is_waited_for_until_its_ready_marker_appears(
+    shipping_factory: Callable[..., Shipping], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ship = shipping_factory()
+    folder = incomplete_backup(ship)
+    SpeechMinerStillWriting(monkeypatch, ship, finish_at=3)
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "success", states(dag_run)
+    ready = xcom(dag_run, "wait_for_backup")
+    assert ready["deferred"] is True
+    assert ready["reason"] == f"marker {DEFAULT_READY_MARKER} found"
+    assert ready["polls"] == 2
+    assert (ship.destination / folder.name / DEFAULT_READY_MARKER).exists()
+
+
+def test_the_wait_times_out_naming_the_folder_and_the_missing_marker(
+    shipping_factory: Callable[..., Shipping], logs: Logs
+) -> None:
+    ship = shipping_factory(wait_timeout_minutes=0.02)  # 1.2 s
+    folder = incomplete_backup(ship)
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "failed"
+    assert states(dag_run)["wait_for_backup"] == "failed"
+    assert states(dag_run)["manifest"] == "upstream_failed"
+    assert states(dag_run)["fail_run_if_shipping_failed"] == "failed"
+    text = logs.text()
+    assert f"SpeechMiner backup {folder.name} is not complete after waiting 0.02 min" in text
+    assert f"marker {DEFAULT_READY_MARKER} not found" in text
+    assert "last change at" in text
+    assert not (ship.destination / f"{folder.name}.partial").exists()
+
+
+def test_no_backup_at_all_fails_at_once_with_a_clear_message(
+    shipping_factory: Callable[..., Shipping], logs: Logs
+) -> None:
+    ship = shipping_factory()
+    ship.source.mkdir(parents=True, exist_ok=True)  # the share exists, SpeechMiner never wrote to it
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "failed"
+    assert states(dag_run)["wait_for_backup"] == "failed"
+    assert xcom(dag_run, "wait_for_backup") is None
+    text = logs.text()
+    assert f"no backup folder under file://{ship.source}" in text
+    assert "SpeechMiner has not written any Daily Index Backup there" in text
+    assert "no verified SpeechMiner backup at DC2" in text, "freshness still runs and says so"
+
+
+# --- refusing, pruning, freshness ----------------------------------------------------------------------
+
+
+def test_a_symlink_in_the_source_is_refused_and_nothing_is_copied(
+    shipping_factory: Callable[..., Shipping], logs: Logs, tmp_path: Path
+) -> None:
+    ship = shipping_factory()
+    (newest,) = ship.generate()
+    secret = tmp_path / "outside-the-backup.txt"
+    secret.write_text("not part of any backup")
+    (newest / "segments" / "linked.dat").symlink_to(secret)
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "failed"
+    assert states(dag_run)["manifest"] == "failed"
+    assert states(dag_run)["copy"] == "upstream_failed"
+    assert "segments/linked.dat in" in logs.text()
+    assert "is a symbolic link" in logs.text()
+    assert not ship.destination.exists() or list(ship.destination.iterdir()) == []
+
+
+def test_retention_over_ten_days_keeps_the_newest_seven_verified_backups(
+    shipping_factory: Callable[..., Shipping], logs: Logs
+) -> None:
+    ship = shipping_factory(keep=7)
+    folders = ship.generate(days=10)
+    for folder in folders[:-1]:  # nine earlier daily runs, shipped with the same task code
+        plan = backup.manifest_task(ship.route, folder.name)
+        copied = backup.copy_task(ship.route, plan)
+        backup.verify_and_publish_task(ship.route, plan, copied)
+    hand_copy = ship.destination / "index-2000-01-01"
+    hand_copy.mkdir()
+    (hand_copy / "notes.txt").write_text("an operator's copy without a manifest")
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "success", states(dag_run)
+    kept = sorted(p.name for p in ship.destination.iterdir() if (p / "MANIFEST.json").exists())
+    assert kept == [f.name for f in folders[-7:]]
+    pruned = xcom(dag_run, "retention")
+    assert pruned["deleted"] == [f.name for f in folders[:3]]
+    assert pruned["unverified_left"] == ["index-2000-01-01"]
+    assert hand_copy.exists()
+    assert "NOT deleting" in logs.text() and "index-2000-01-01" in logs.text()
+
+
+def test_freshness_fails_loudly_with_the_age_even_when_nothing_new_arrives(
+    shipping_factory: Callable[..., Shipping], logs: Logs
+) -> None:
+    ship = shipping_factory()
+    (newest,) = ship.generate(end_day=TODAY - timedelta(days=3))  # SpeechMiner stopped 3 days ago
+
+    first = ship.run()
+
+    assert states(first)["verify_and_publish"] == "success", "the old backup is still shipped"
+    assert states(first)["freshness"] == "failed"
+    assert first.state == "failed"
+    assert (ship.destination / newest.name / "MANIFEST.json").exists()
+    logs.clear()
+
+    second = ship.run()
+
+    assert states(second)["copy"] == "skipped", "nothing new at the source"
+    assert states(second)["freshness"] == "failed"
+    assert second.state == "failed"
+    text = logs.text()
+    assert f"the newest verified SpeechMiner backup at DC2 is {newest.name}, " in text
+    age = float(text.split(f"{newest.name}, ", 1)[1].split(" h old", 1)[0])
+    assert 72 - 24 < age < 72 + 24, age
+    assert "more than shipping.max_age_hours=26" in text
+
+
+def test_the_schedule_is_the_topology_cron_in_the_source_dc_timezone(
+    gir_factory: Callable[..., Any], load_dag: Callable[[str], Any]
+) -> None:
+    """Shipping the other way round (DC2 -> DC1) must follow DC2's clock and publish DC1's Asset."""
+    gir_factory({"shipping": {"from_site": "DC2", "to_site": "DC1", "schedule": "15 4 * * *"}})
+    from airflow.sdk import CronDataIntervalTimetable
+
+    from include.gir_ops.assets import speechminer_backup_asset
+
+    dag = load_dag(DAG_ID)
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert dag.timetable.expression == "15 4 * * *"
+    assert str(dag.timetable.timezone) == "Europe/Paris"
+    assert [outlet.name for outlet in dag.get_task("verify_and_publish").outlets] == [
+        speechminer_backup_asset("DC1").name
+    ]
+    assert dag.max_active_runs == 1 and dag.catchup is False
