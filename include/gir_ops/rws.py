@@ -52,6 +52,9 @@ STATUS_CODE_MEANINGS: dict[int, str] = {
 }
 # statusCode 4 is a server-side fault that can heal; every other non-zero code will not by itself.
 RETRYABLE_STATUS_CODES = frozenset({4})
+# Codes that say the request itself is wrong or not allowed: sending it again cannot help, even when RWS
+# wraps them in an HTTP 5xx (the body's code is the more specific of the two). 7 = partial success.
+NON_RETRYABLE_STATUS_CODES = frozenset({1, 2, 3, 5, 6, 7, 10})
 REINDEX_KINDS = ("recordings", "screen-recordings")
 
 
@@ -210,9 +213,11 @@ class RwsClient:
                         "error": str(exc),
                     }
                 )
-                may_resend = exc.retryable and (
-                    exc.request_sent is False or policy.resend_after_unknown_outcome
-                )
+                # The outcome is known when the request never left, or when RWS itself answered with a
+                # non-zero statusCode (which means it changed nothing); only then may a send-at-most-once
+                # call go out again. A timeout, a dropped connection or a 5xx without a GWS body is not.
+                outcome_known = exc.request_sent is False or exc.status_code not in (None, 0)
+                may_resend = exc.retryable and (outcome_known or policy.resend_after_unknown_outcome)
                 if not may_resend or attempt == policy.attempts:
                     if exc.retryable and attempt > 1:
                         exc.args = (f"{exc.args[0]} (gave up after {attempt} attempts)",)
@@ -290,12 +295,22 @@ class RwsClient:
         status_code = body.get("statusCode") if isinstance(body, dict) else None
         message = body.get("statusMessage") if isinstance(body, dict) else None
         log.info("RWS %s %s %s -> HTTP %s statusCode %s", self.site, method, path, http_status, status_code)
-        if http_status in (401, 403) or status_code == 20:
+        if http_status == 401 or status_code == 20:
             raise RwsAuthError(
                 f"RWS {self.site} refused the credentials of connection {self.conn_id!r} for {what} "
                 f"(HTTP {http_status}, statusCode {status_code}: "
                 f"{STATUS_CODE_MEANINGS.get(status_code or 20, 'not authenticated')}); "
                 "check the connection's login and password (the RWS ops user)",
+                site=self.site,
+                http_status=http_status,
+                status_code=status_code,
+            )
+        if http_status == 403:
+            raise RwsAuthError(
+                f"RWS {self.site} accepted the login of connection {self.conn_id!r} but refused {what} "
+                f"(HTTP 403, statusCode {status_code}: "
+                f"{STATUS_CODE_MEANINGS.get(status_code or 3, 'forbidden')}); "
+                "check that this ops user has the permission for this operation",
                 site=self.site,
                 http_status=http_status,
                 status_code=status_code,
@@ -319,7 +334,8 @@ class RwsClient:
             site=self.site,
             http_status=http_status,
             status_code=status_code,
-            retryable=status_code in RETRYABLE_STATUS_CODES or (http_status >= 500 and status_code != 7),
+            retryable=status_code in RETRYABLE_STATUS_CODES
+            or (http_status >= 500 and status_code not in NON_RETRYABLE_STATUS_CODES),
         )
 
     # --- the ops API calls the guide describes -------------------------------------------------------

@@ -1,0 +1,199 @@
+"""DAGs gir_es_reindex_<site>: the daily Elasticsearch forceIndex of every DC with reindex.enabled.
+
+One file, one DAG per re-indexing DC of the topology, so an operator can pause, backfill or rerun one DC
+without touching another. Thin wiring only; the logic lives in ``include/gir_ops/reindex.py`` and
+``include/gir_ops/windows.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+
+from include.gir_ops.rws import REINDEX_KINDS
+from include.gir_ops.topology import DataCenter, load_topology
+from include.gir_ops.windows import ISO_WITH_OFFSET_PATTERN
+
+TOPOLOGY = load_topology()
+
+PLAN_DOC = """
+Works out what this run re-indexes, before anything is sent: the run's data interval (scheduled and
+backfill runs, and manual runs without `from`/`to`) or a manual run's `from`/`to`, widened outward to whole
+UTC hours and cut into windows of at most `reindex.max_window_hours`; the contact centers (topology, or
+`GET /api/v2/ops/contact-centers` when the topology list is empty); the kinds (screen recordings only
+where `rws.screen_recording`). Bad params fail it at once, without retry, with a message naming the
+param and the fix. Retried when RWS cannot be reached for the discovery (reading is side-effect free).
+"""
+
+SEND_DOC = """
+One mapped task per contact center and kind (named "<contact center> <kind>"): one `forceIndex` POST per
+window, in order, in the DC's RWS pool. Transient failures (connection refused, timeout, HTTP 5xx,
+statusCode 4) are resent with backoff inside the task and then retried by Airflow; every other refusal
+(401/403, statusCode 1, 2, 3, 5, 6, 7, 10) fails it at once with the code's meaning, the DC, the contact
+center and the window. Progress is checkpointed after each window (an Airflow Variable
+`gir_es_reindex_checkpoint__...`, deleted when the pair completes), so a retry or a clear of a failed task
+resumes at the failed window and never re-sends (or re-purges) what already succeeded.
+"""
+
+
+def _params(dc: DataCenter) -> dict[str, Param]:
+    kinds_used = list(REINDEX_KINDS) if dc.rws.screen_recording else ["recordings"]
+    # "examples" makes the trigger form offer a multi-select instead of a free-text list.
+    known_contact_centers = {"examples": list(dc.rws.contact_centers)} if dc.rws.contact_centers else {}
+    return {
+        "from": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            pattern=ISO_WITH_OFFSET_PATTERN,
+            title="From (manual runs only)",
+            description="Start of a custom range, ISO-8601 with offset, e.g. 2026-11-01T00:00:00Z. Leave "
+            "empty to re-index the run's data interval. Needs 'to'.",
+        ),
+        "to": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            pattern=ISO_WITH_OFFSET_PATTERN,
+            title="To (manual runs only)",
+            description="End of the custom range (exclusive), at least one hour after 'from'.",
+        ),
+        "contact_centers": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": "^[0-9a-fA-F]+$"},
+            uniqueItems=True,
+            **known_contact_centers,
+            title="Contact centers",
+            description=f"Hex contact center IDs to re-index; empty = every contact center of {dc.site}.",
+        ),
+        "kinds": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": list(REINDEX_KINDS)},
+            uniqueItems=True,
+            examples=kinds_used,
+            title="Index kinds",
+            description=f"Which indexes; empty = every kind {dc.site} uses ({', '.join(kinds_used)}).",
+        ),
+        "purge_old": Param(
+            False,
+            type="boolean",
+            title="Purge the old index first (manual runs only)",
+            description="Deletes each contact center's index of each kind before re-indexing (needed "
+            "after an RWS upgrade that changes the index schema). Sent with the first window of each "
+            "contact center and kind only; needs 'from' and 'to' covering everything to keep.",
+        ),
+    }
+
+
+def _doc_md(dc: DataCenter, dag_id: str) -> str:
+    contact_centers = (
+        ", ".join(f"`{cc}`" for cc in dc.rws.contact_centers)
+        if dc.rws.contact_centers
+        else "discovered from RWS at run time (`GET /api/v2/ops/contact-centers`)"
+    )
+    kinds = "recordings and screen-recordings" if dc.rws.screen_recording else "recordings only"
+    return f"""
+# Elasticsearch re-index of {dc.site}
+
+Keeps the Elasticsearch index of RWS in **{dc.site}** up to date, as the GIR guide asks of every DC that
+keeps its own index: `POST /api/v2/ops/contact-centers/<id>/<kind>` with `operationName: forceIndex`
+through RWS, per contact center and index kind, one POST per window.
+
+- **Schedule**: `{dc.reindex.schedule}` in {dc.timezone}; each run re-indexes its data interval (the
+  period since the previous tick), so consecutive runs tile time.
+- **Windows**: the interval widened outward to whole UTC hours (RWS rounds to the nearest hour), at most
+  {dc.reindex.max_window_hours}h per POST.
+- **Contact centers**: {contact_centers}.
+- **Indexes**: {kinds}.
+- **RWS connection**: `{dc.rws_conn_id}` (HTTP, basic auth = the RWS ops user).
+- **Pool**: `{dc.rws_pool}` (created by `python -m include.gir_ops.bootstrap pools`); its size bounds the
+  concurrent POSTs to this RWS, across scheduled, manual and backfill runs.
+
+**Run it**
+- Yesterday again: *Trigger* with a logical date (the run re-indexes the period ending at it).
+- Any past range: *Trigger* with `from` and `to` (ISO-8601 with offset), optionally `contact_centers`,
+  `kinds` and `purge_old` (manual runs only; deletes the index first, then re-indexes the range).
+- Several days: `airflow backfill create --dag-id {dag_id} --from-date 2026-11-01 --to-date 2026-11-04`;
+  each run re-indexes its own interval, and the pool keeps RWS from being hammered.
+
+**When it fails** the failed task is named "<contact center> <kind>" and its log ends with the RWS error
+(code meaning, DC, contact center, window) and how far the pair got. Fix the cause (credentials in the
+connection, RWS down, ...) and *Clear* the failed task: it resumes at the failed window. Bad params fail
+task `plan` with the param and the fix. Operator docs: `docs/gir_es_reindex.md`.
+"""
+
+
+def build_reindex_dag(dc: DataCenter) -> Any:
+    """The DAG of one DC; everything DC-specific comes from the topology."""
+    dag_id = f"gir_es_reindex_{dc.site_slug}"
+
+    @dag(
+        dag_id=dag_id,
+        schedule=CronDataIntervalTimetable(dc.reindex.schedule, timezone=dc.timezone),
+        start_date=datetime(2024, 1, 1, tzinfo=ZoneInfo(dc.timezone)),
+        catchup=False,
+        max_active_runs=1,
+        tags=["gir", "elasticsearch", "reindex", dc.site],
+        default_args={
+            "owner": "gir-ops",
+            "retries": 2,
+            "retry_delay": timedelta(minutes=5),
+            "pool": dc.rws_pool,
+            "pool_slots": 1,
+        },
+        params=_params(dc),
+        doc_md=_doc_md(dc, dag_id),
+        description=f"forceIndex of the Elasticsearch index of RWS {dc.site}, per contact center and kind",
+    )
+    def reindex() -> None:
+        @task(doc_md=PLAN_DOC)
+        def plan(**context: Any) -> list[dict[str, Any]]:
+            from include.gir_ops.reindex import fail_fast_unless_retryable, plan_reindex
+            from include.gir_ops.rws import RwsClient
+
+            with fail_fast_unless_retryable(), RwsClient(dc.site, dc.rws_conn_id) as client:
+                pairs = plan_reindex(
+                    dc,
+                    run_type=context["dag_run"].run_type,
+                    data_interval_start=context.get("data_interval_start"),
+                    data_interval_end=context.get("data_interval_end"),
+                    params=context["params"],
+                    discover_contact_centers=client.contact_center_ids,
+                )
+            return [pair.to_dict() for pair in pairs]
+
+        @task(
+            doc_md=SEND_DOC,
+            map_index_template="{{ task.op_kwargs['pair']['contact_center_id'] }} "
+            "{{ task.op_kwargs['pair']['kind'] }}",
+        )
+        def send(pair: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from include.gir_ops.reindex import (
+                ReindexPair,
+                VariableCheckpoints,
+                fail_fast_unless_retryable,
+                send_pair,
+            )
+            from include.gir_ops.rws import RwsClient
+
+            with fail_fast_unless_retryable(), RwsClient(dc.site, dc.rws_conn_id) as client:
+                return send_pair(
+                    ReindexPair.from_dict(pair),
+                    client=client,
+                    checkpoints=VariableCheckpoints(),
+                    dag_id=context["dag"].dag_id,
+                    run_id=context["run_id"],
+                )
+
+        send.expand(pair=plan())
+
+    return reindex()
+
+
+for _dc in TOPOLOGY.reindex_data_centers:
+    globals()[f"gir_es_reindex_{_dc.site_slug}"] = build_reindex_dag(_dc)

@@ -1,0 +1,375 @@
+"""The RWS client: both checks, messages an on-call engineer can act on, retries only where they can help."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+from typing import Any
+
+import pytest
+import requests
+import requests_mock as requests_mock_module
+
+from include.gir_ops.rws import (
+    IDEMPOTENT,
+    SEND_AT_MOST_ONCE,
+    RetryPolicy,
+    RwsAuthError,
+    RwsClient,
+    RwsError,
+    RwsPartialSuccess,
+    RwsUnreachable,
+)
+
+CONN_ID = "gir_rws_test"
+BASE = "http://rws-dc2.example:8090"
+PASSWORD = "s3cret-ops-password-Zq81"  # a test credential, asserted never to leak
+AUTH_HEADER = "Basic " + base64.b64encode(f"ops:{PASSWORD}".encode()).decode()
+CC = "9a4c1e3f0b"
+FORCE_INDEX_URL = f"{BASE}/api/v2/ops/contact-centers/{CC}/recordings"
+FROM_MS, TO_MS = 1794963600000, 1795050000000
+
+
+def _set_connection(monkeypatch: pytest.MonkeyPatch, *, host: str, port: int, **extra: Any) -> None:
+    document: dict[str, Any] = {
+        "conn_type": "http",
+        "host": host,
+        "port": port,
+        "login": "ops",
+        "password": PASSWORD,
+    }
+    if extra:
+        document["extra"] = extra
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(document))
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    _set_connection(monkeypatch, host="rws-dc2.example", port=8090)
+    return []
+
+
+@pytest.fixture
+def client(sleeps: list[float]) -> RwsClient:
+    return RwsClient("DC2", CONN_ID, sleep=sleeps.append)
+
+
+def gws(status_code: int, http_status: int = 200, message: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"statusCode": status_code}
+    if message:
+        body["statusMessage"] = message
+    return {"json": body, "status_code": http_status}
+
+
+def force_index(client: RwsClient, **kwargs: Any) -> Any:
+    return client.force_index(CC, "recordings", FROM_MS, TO_MS, **kwargs)
+
+
+# --- a good answer -----------------------------------------------------------------------------------
+
+
+def test_force_index_sends_the_guides_body_with_json_and_basic_auth(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, **gws(0))
+    answer = force_index(client, purge_old=True)
+    sent = requests_mock.last_request
+    assert sent.json() == {"operationName": "forceIndex", "from": FROM_MS, "to": TO_MS, "purgeOld": True}
+    assert sent.headers["Content-Type"] == "application/json"
+    assert sent.headers["Authorization"] == AUTH_HEADER
+    assert (answer.http_status, answer.status_code, answer.attempts) == (200, 0, 1)
+
+
+def test_unknown_kind_is_refused_before_anything_is_sent(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker
+) -> None:
+    with pytest.raises(ValueError, match="unknown re-index kind 'videos'"):
+        client.force_index(CC, "videos", FROM_MS, TO_MS)
+    assert requests_mock.call_count == 0
+
+
+def test_contact_center_ids_come_from_the_end_of_each_uri(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker
+) -> None:
+    requests_mock.get(
+        f"{BASE}/api/v2/ops/contact-centers",
+        json={
+            "statusCode": 0,
+            "uris": [f"{BASE}/api/v2/ops/contact-centers/ABC123", f"{BASE}/api/v2/ops/contact-centers/0f0f/"],
+        },
+    )
+    assert client.contact_center_ids() == ["abc123", "0f0f"]
+
+
+# --- both checks: HTTP status and statusCode ---------------------------------------------------------
+
+
+def test_http_200_with_a_non_zero_status_code_is_an_error(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, **gws(2, 200, "index busy"))
+    with pytest.raises(RwsError) as caught:
+        force_index(client)
+    message = str(caught.value)
+    assert "RWS DC2 rejected forceIndex of recordings for contact center 9a4c1e3f0b" in message
+    assert f"[{FROM_MS}, {TO_MS})" in message  # the window
+    assert "statusCode 2 = a parameter is not valid for the current state (index busy)" in message
+    assert requests_mock.call_count == 1
+    assert sleeps == []
+
+
+def test_a_body_without_status_code_is_not_taken_for_success(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, text="<html>proxy login</html>", status_code=200)
+    with pytest.raises(RwsError, match="no statusCode in the body; is the connection pointing at RWS"):
+        force_index(client)
+    assert requests_mock.call_count == 1
+
+
+def test_the_callers_description_names_dc_contact_center_and_window(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, **gws(6, 404))
+    what = "forceIndex of recordings for contact center 9a4c1e3f0b, window 2/3 [2026-11-18T01:00Z, ...)"
+    with pytest.raises(RwsError) as caught:
+        force_index(client, what=what)
+    assert str(caught.value).startswith(f"RWS DC2 rejected {what}: HTTP 404, statusCode 6 = ")
+    assert "the resource was not found" in str(caught.value)
+
+
+# --- retry classification ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("http_status", "status_code", "expected"),
+    [
+        (401, 20, f"RWS DC2 refused the credentials of connection '{CONN_ID}'"),
+        (401, None, "check the connection's login and password"),
+        (403, 5, f"RWS DC2 accepted the login of connection '{CONN_ID}' but refused forceIndex"),
+        (403, 3, "statusCode 3: the operation is forbidden); check that this ops user has the permission"),
+    ],
+)
+def test_refused_credentials_or_permission_fail_at_once(
+    client: RwsClient,
+    requests_mock: requests_mock_module.Mocker,
+    sleeps: list[float],
+    *,
+    http_status: int,
+    status_code: int | None,
+    expected: str,
+) -> None:
+    if status_code is None:
+        requests_mock.post(FORCE_INDEX_URL, status_code=http_status, text="Unauthorized")
+    else:
+        requests_mock.post(FORCE_INDEX_URL, **gws(status_code, http_status))
+    with pytest.raises(RwsAuthError) as caught:
+        force_index(client)
+    message = str(caught.value)
+    assert expected in message
+    assert caught.value.retryable is False
+    assert requests_mock.call_count == 1
+    assert sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("status_code", "http_status", "meaning"),
+    [
+        (1, 400, "a required parameter is missing"),
+        (2, 400, "a parameter is not valid for the current state"),
+        (3, 400, "the operation is forbidden"),
+        (5, 400, "the user has no permission for this operation"),
+        (6, 404, "the resource was not found"),
+        (10, 400, "input validation failed"),
+        (2, 500, "a parameter is not valid for the current state"),  # the body's code beats the 5xx
+        (6, 503, "the resource was not found"),
+    ],
+)
+def test_status_codes_that_cannot_heal_are_not_retried(
+    client: RwsClient,
+    requests_mock: requests_mock_module.Mocker,
+    *,
+    sleeps: list[float],
+    status_code: int,
+    http_status: int,
+    meaning: str,
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, **gws(status_code, http_status))
+    with pytest.raises(RwsError) as caught:
+        force_index(client)
+    assert f"statusCode {status_code} = {meaning}" in str(caught.value)
+    assert caught.value.retryable is False
+    assert requests_mock.call_count == 1
+    assert sleeps == []
+
+
+def test_partial_success_fails_the_window_without_retry(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, **gws(7, 200, "3 recordings not indexed"))
+    with pytest.raises(
+        RwsPartialSuccess, match=r"statusCode 7 = partial success \(3 recordings not indexed\)"
+    ):
+        force_index(client)
+    assert requests_mock.call_count == 1
+    assert sleeps == []
+
+
+def test_503_twice_then_success_is_retried_with_backoff(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, [gws(4, 503), gws(4, 503), gws(0)])
+    answer = force_index(client)
+    assert answer.attempts == 3
+    assert [entry["http_status"] for entry in answer.history] == [503, 503, 200]
+    assert sleeps == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(("status_code", "http_status"), [(4, 500), (4, 200), (None, 502)])
+def test_internal_errors_and_5xx_are_retried_then_fail_clearly(
+    client: RwsClient,
+    requests_mock: requests_mock_module.Mocker,
+    *,
+    sleeps: list[float],
+    status_code: int | None,
+    http_status: int,
+) -> None:
+    if status_code is None:
+        requests_mock.post(FORCE_INDEX_URL, text="Bad Gateway", status_code=http_status)
+    else:
+        requests_mock.post(FORCE_INDEX_URL, **gws(status_code, http_status))
+    with pytest.raises(RwsError) as caught:
+        force_index(client)
+    assert caught.value.retryable is True
+    assert "(gave up after 4 attempts)" in str(caught.value)
+    assert requests_mock.call_count == 4
+    assert sleeps == [1.0, 2.0, 4.0]
+    assert len(caught.value.history) == 4
+
+
+def test_backoff_is_capped() -> None:
+    policy = RetryPolicy(attempts=10, initial_backoff_seconds=1, max_backoff_seconds=5)
+    assert [policy.backoff(n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+
+
+# --- no answer at all --------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_connection_refused_is_retried_then_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _free_port()  # nothing listens there: a real "connection refused"
+    _set_connection(monkeypatch, host="127.0.0.1", port=port)
+    sleeps: list[float] = []
+    with pytest.raises(RwsUnreachable) as caught:
+        force_index(RwsClient("DC2", CONN_ID, sleep=sleeps.append))
+    message = str(caught.value)
+    assert (
+        "RWS DC2 could not be reached for forceIndex of recordings for contact center 9a4c1e3f0b" in message
+    )
+    assert "connection refused or host unknown" in message
+    assert f"check that http://127.0.0.1:{port}/api/v2/ops/contact-centers/{CC}/recordings is up" in message
+    assert "(gave up after 4 attempts)" in message
+    assert caught.value.request_sent is False
+    assert sleeps == [1.0, 2.0, 4.0]
+
+
+def test_connection_refused_is_retried_even_for_send_at_most_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused connection provably never delivered the request, so resending it is safe."""
+    _set_connection(monkeypatch, host="127.0.0.1", port=_free_port())
+    sleeps: list[float] = []
+    with pytest.raises(RwsUnreachable):
+        force_index(RwsClient("DC2", CONN_ID, sleep=sleeps.append), policy=SEND_AT_MOST_ONCE)
+    assert len(sleeps) == 3
+
+
+def test_a_read_timeout_is_retried_for_idempotent_calls_and_names_the_call(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, [{"exc": requests.exceptions.ReadTimeout}, gws(0)])
+    answer = force_index(client, policy=IDEMPOTENT)
+    assert answer.attempts == 2
+    assert requests_mock.call_count == 2
+    assert sleeps == [1.0]
+
+
+def test_a_timeout_that_persists_fails_clearly(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, exc=requests.exceptions.ReadTimeout)
+    with pytest.raises(RwsUnreachable) as caught:
+        force_index(client)
+    assert "RWS DC2 did not answer forceIndex of recordings for contact center 9a4c1e3f0b" in str(
+        caught.value
+    )
+    assert "in time (ReadTimeout)" in str(caught.value)
+    assert requests_mock.call_count == 4
+
+
+def test_send_at_most_once_does_not_resend_after_a_read_timeout(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    """The request left this machine: RWS may have acted on it, so it is not sent a second time."""
+    requests_mock.post(FORCE_INDEX_URL, [{"exc": requests.exceptions.ReadTimeout}, gws(0)])
+    with pytest.raises(RwsUnreachable) as caught:
+        force_index(client, policy=SEND_AT_MOST_ONCE)
+    assert caught.value.request_sent is True
+    assert requests_mock.call_count == 1
+    assert sleeps == []
+
+
+def test_send_at_most_once_resends_after_a_connect_timeout(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, [{"exc": requests.exceptions.ConnectTimeout}, gws(0)])
+    assert force_index(client, policy=SEND_AT_MOST_ONCE).attempts == 2
+    assert sleeps == [1.0]
+
+
+def test_the_timeout_comes_from_the_connection_extra(
+    monkeypatch: pytest.MonkeyPatch, requests_mock: requests_mock_module.Mocker
+) -> None:
+    _set_connection(monkeypatch, host="rws-dc2.example", port=8090, timeout=1)
+    requests_mock.post(FORCE_INDEX_URL, **gws(0))
+    force_index(RwsClient("DC2", CONN_ID))
+    assert requests_mock.last_request.timeout == 1
+    assert "timeout" not in {name.lower() for name in requests_mock.last_request.headers}
+
+
+def test_the_default_timeout_applies_without_an_extra(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, **gws(0))
+    force_index(client)
+    assert requests_mock.last_request.timeout == (5.0, 60.0)
+
+
+# --- credentials ---------------------------------------------------------------------------------------
+
+
+def test_credentials_never_reach_logs_errors_or_history(
+    client: RwsClient,
+    requests_mock: requests_mock_module.Mocker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    requests_mock.post(FORCE_INDEX_URL, [gws(4, 503), gws(0), gws(20, 401), gws(4, 500)])
+    texts: list[str] = []
+    answer = force_index(client)
+    texts.append(json.dumps(answer.history) + json.dumps(answer.summary()) + repr(answer))
+    for _ in range(2):
+        with pytest.raises(RwsError) as caught:
+            force_index(client)
+        texts.append(str(caught.value) + json.dumps(caught.value.history))
+    assert requests_mock.request_history[0].headers["Authorization"] == AUTH_HEADER  # it was sent ...
+    assert caplog.records, "the client logs what it does"
+    everything = caplog.text + "\n".join(texts)
+    assert PASSWORD not in everything  # ... but never written anywhere
+    assert AUTH_HEADER.split()[1] not in everything
+    assert "Authorization" not in everything
