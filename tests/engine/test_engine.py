@@ -1,0 +1,356 @@
+"""Engine tests: the DAGs on a real scheduler, dag-processor, triggerer, API server and Celery worker.
+
+Each test drives Airflow only through its REST API, as an operator would, and asserts on what the GIR
+simulator received (``/_sim/...``) and what landed on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+from engine_stack import EngineStack, hours, parse_time, wait_for
+
+pytestmark = pytest.mark.engine
+
+REINDEX_DAG = "gir_es_reindex_dc2"
+KINDS_DC2 = ("recordings", "screen-recordings")
+
+
+def sim_requests(engine: EngineStack, site: str) -> list[dict[str, Any]]:
+    received = requests.get(f"{engine.sim_url(site)}/_sim/requests", timeout=10).json()
+    return [r for r in received if r["path"].startswith("/api/")]
+
+
+def sim_indexed(engine: EngineStack, site: str) -> dict[str, dict[str, dict[int, int]]]:
+    raw = requests.get(f"{engine.sim_url(site)}/_sim/indexed", timeout=10).json()
+    return {
+        cc: {kind: {int(h): n for h, n in hrs.items()} for kind, hrs in kinds.items()}
+        for cc, kinds in raw.items()
+    }
+
+
+def force_index_posts(engine: EngineStack, site: str) -> list[dict[str, Any]]:
+    return [
+        r for r in sim_requests(engine, site) if r["method"] == "POST" and "/contact-centers/" in r["path"]
+    ]
+
+
+def test_keystore_check_runs_on_the_celery_worker(engine: EngineStack) -> None:
+    admin = engine.api("admin")
+    dag_id = "gir_rcs_keystore_check"
+    run = admin.trigger(dag_id)
+    admin.unpause(dag_id)
+    admin.wait_run(dag_id, run["dag_run_id"], timeout=120)
+    # Unpausing may also have started the latest hourly run: let it end, then pause, so no scheduled
+    # check runs in the middle of the other tests.
+    for other in admin.runs(dag_id):
+        admin.wait_run_finished(dag_id, other["dag_run_id"], timeout=120)
+    admin.pause(dag_id)
+    states = {ti["task_id"]: ti["state"] for ti in admin.task_instances(dag_id, run["dag_run_id"])}
+    assert states == {"check_replication": "success", "enforce_replication": "success"}
+
+
+@pytest.mark.timeout(420)
+def test_scheduled_run_and_backfill_reindex_each_hour_once_in_one_dc_only(engine: EngineStack) -> None:
+    """Unpausing DC2's DAG lets the scheduler create its scheduled run (catchup off: the latest complete
+    interval); then an Airflow backfill over the three days ending with that run's day. The scheduled
+    day is not reprocessed (reprocess_behavior none), so every hour of the three days is re-indexed exactly
+    once per contact center and kind, and DC1 and DC3 receive no forceIndex at all."""
+    admin = engine.api("admin")
+    dc2 = next(dc for dc in engine.topology_document["data_centers"] if dc["site"] == "DC2")
+    admin.unpause(REINDEX_DAG)
+    scheduled = wait_for(
+        "the scheduler to create DC2's scheduled re-index run",
+        lambda: next((r for r in admin.runs(REINDEX_DAG) if r["run_type"] == "scheduled"), None),
+        timeout=90,
+    )
+    admin.wait_run(REINDEX_DAG, scheduled["dag_run_id"], timeout=180)
+    start, end = parse_time(scheduled["data_interval_start"]), parse_time(scheduled["data_interval_end"])
+    # Days in DC2's own time zone (a DST day has 23 or 25 hours): the two days before the scheduled one.
+    local_start = start.astimezone(ZoneInfo(dc2["timezone"]))
+    first, second = local_start - timedelta(days=2), local_start - timedelta(days=1)
+
+    backfill = admin.create_backfill(REINDEX_DAG, first, start)
+    wait_for(
+        "the backfill to complete",
+        lambda: admin.backfill(backfill["id"])["completed_at"],
+        timeout=240,
+        interval=2,
+        on_timeout=lambda: "\n".join(
+            admin.describe_run(REINDEX_DAG, r["dag_run_id"]) for r in admin.runs(REINDEX_DAG)
+        ),
+    )
+    runs = admin.runs(REINDEX_DAG)
+    for run in runs:
+        admin.wait_run(REINDEX_DAG, run["dag_run_id"], timeout=120)
+    backfill_runs = [r for r in runs if r["run_type"] == "backfill"]
+    assert sorted(parse_time(r["data_interval_start"]) for r in backfill_runs) == [first, second], (
+        "the backfill must create the two missing days and skip the day the scheduled run covered"
+    )
+    # Only if the clock passed DC2's 02:00 (Paris) tick during the test does another scheduled run exist;
+    # it then covers the next day, which is expected exactly once as well.
+    later = [r for r in runs if r["run_type"] == "scheduled" and r["dag_run_id"] != scheduled["dag_run_id"]]
+    assert all(parse_time(r["data_interval_start"]) >= end for r in later), later
+    assert len(runs) == 3 + len(later), [(r["run_type"], r["data_interval_start"]) for r in runs]
+    intervals = sorted(
+        (parse_time(r["data_interval_start"]), parse_time(r["data_interval_end"])) for r in runs
+    )
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(intervals)), intervals
+
+    expected = dict.fromkeys(hours(first, intervals[-1][1]), 1)
+    assert len(expected) >= 71, len(expected)  # three days, one of them possibly a DST day
+    indexed = sim_indexed(engine, "DC2")
+    assert set(indexed) == set(dc2["rws"]["contact_centers"]), indexed.keys()
+    for contact_center_id in dc2["rws"]["contact_centers"]:
+        assert set(indexed[contact_center_id]) == set(KINDS_DC2)
+        for kind in KINDS_DC2:
+            assert indexed[contact_center_id][kind] == expected, (contact_center_id, kind)
+    posts = force_index_posts(engine, "DC2")
+    # Per day: 2 contact centers x 2 kinds, one window of at most 24h (two on a 25h DST day), every POST
+    # accepted the first time.
+    window_seconds = dc2["reindex"]["max_window_hours"] * 3600
+    windows = sum(-(-int((b - a).total_seconds()) // window_seconds) for a, b in intervals)
+    assert len(posts) == 4 * windows, [(p["path"], p.get("http_status")) for p in posts]
+    assert all(p.get("http_status") == 200 and p.get("status_code") == 0 for p in posts), posts
+    for site in ("DC1", "DC3"):
+        assert sim_indexed(engine, site) == {}, site
+        assert force_index_posts(engine, site) == [], site
+
+
+# --- eServices failover: two-person approval through the HITL REST endpoint ---------------------------
+
+FAILOVER_DAG = "gir_eservices_failover"
+
+
+def switch_posts(engine: EngineStack) -> list[dict[str, Any]]:
+    return [
+        r
+        for site in engine.sim_ports
+        for r in sim_requests(engine, site)
+        if r["method"] == "POST" and r["path"].endswith("/multimedia-switch")
+    ]
+
+
+def sim_environment(engine: EngineStack) -> dict[str, Any]:
+    return requests.get(f"{engine.sim_url('DC1')}/_sim/environment", timeout=10).json()
+
+
+def audit_records(engine: EngineStack, run_id: str) -> list[dict[str, Any]]:
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in run_id)
+    files = sorted(engine.audit_dir().glob(f"*{safe}*.json"))
+    return [json.loads(path.read_text(encoding="utf-8")) for path in files]
+
+
+@pytest.mark.timeout(420)
+def test_failover_switches_once_when_another_user_approves_and_never_on_self_approval(
+    engine: EngineStack,
+) -> None:
+    admin, approver, oncall = engine.api("admin"), engine.api("approver"), engine.api("oncall")
+    assert sim_environment(engine)["current_site"] == "DC1"
+    assert switch_posts(engine) == []
+
+    # Run 1: admin asks to fail over to DC2; approver (another person) approves.
+    conf = {
+        "target_site": "DC2",
+        "reason": "engine test: DC1 maintenance",
+        "change_ticket": "CHG-1",
+        "dry_run": False,
+    }
+    run = admin.trigger(FAILOVER_DAG, conf)
+    run_id = run["dag_run_id"]
+    assert run["triggering_user_name"] == "admin"
+    admin.wait_task_state(FAILOVER_DAG, run_id, "approve_failover", ["awaiting_input"], timeout=150)
+    assert switch_posts(engine) == [], "nothing may be switched before the approval"
+    # Someone who may use the DAG but is not an assigned approver is refused by the API.
+    refused = oncall.answer_hitl(FAILOVER_DAG, run_id, "approve_failover", ["Approve"], expect=(403,))
+    assert "not a respondent" in json.dumps(refused)
+    answer = approver.answer_hitl(FAILOVER_DAG, run_id, "approve_failover", ["Approve"])
+    assert answer["responded_by"]["id"] == "approver"
+    admin.wait_run(FAILOVER_DAG, run_id, timeout=180)
+
+    posts = switch_posts(engine)
+    assert len(posts) == 1, posts
+    assert posts[0]["body"] == {"eServicesSite": "DC2"} or posts[0]["body"].get("eServicesSite") == "DC2", (
+        posts
+    )
+    assert posts[0]["http_status"] == 200 and posts[0]["status_code"] == 0, posts
+    environment = sim_environment(engine)
+    assert environment["current_site"] == "DC2"
+    assert [s["eServicesSite"] for s in environment["switches"]] == ["DC2"]
+    (audit,) = audit_records(engine, run_id)
+    assert audit["outcome"] == "verified", audit["detail"]
+    assert audit["triggered_by"] == "admin"
+    assert audit["decision"]["chosen"] == "Approve" and audit["decision"]["by"]["id"] == "approver"
+
+    # Run 2: admin asks to switch back and approves it personally; the API accepts the answer (admin is
+    # an assigned approver) but the DAG's two-person rule must refuse to switch.
+    conf = {
+        "target_site": "DC1",
+        "reason": "engine test: switch back",
+        "change_ticket": "CHG-2",
+        "dry_run": False,
+    }
+    run = admin.trigger(FAILOVER_DAG, conf)
+    run_id = run["dag_run_id"]
+    admin.wait_task_state(FAILOVER_DAG, run_id, "approve_failover", ["awaiting_input"], timeout=150)
+    answer = admin.answer_hitl(FAILOVER_DAG, run_id, "approve_failover", ["Approve"])
+    assert answer["responded_by"]["id"] == "admin"
+    admin.wait_run(FAILOVER_DAG, run_id, state="failed", timeout=180)
+    states = {ti["task_id"]: ti["state"] for ti in admin.task_instances(FAILOVER_DAG, run_id)}
+    assert states["recheck"] == "failed", states
+    assert states["switch_eservices_site"] != "success", states
+    assert states["audit"] == "success", states
+    assert len(switch_posts(engine)) == 1, "the self-approved run must not POST a switch"
+    assert sim_environment(engine)["current_site"] == "DC2"
+    (audit,) = audit_records(engine, run_id)
+    assert audit["outcome"] == "self-approval-refused", audit["detail"]
+    assert audit["switch"]["posted"] in (False, None), audit["switch"]
+
+    # Leave the simulated deployment as it was for the other tests.
+    requests.post(f"{engine.sim_url('DC1')}/_sim/environment", json={"current_site": "DC1"}, timeout=10)
+
+
+# --- SpeechMiner backup shipping ----------------------------------------------------------------------
+
+SHIP_DAG = "gir_speechminer_backup_ship"
+READY_MARKER = "_BACKUP_COMPLETE"
+MANIFEST = "MANIFEST.json"
+
+
+def tree_digest(folder: Path) -> dict[str, tuple[int, str]]:
+    """Relative path -> (size, sha256) of every file under ``folder``."""
+    result = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(8 * 1024 * 1024):
+                digest.update(chunk)
+        result[path.relative_to(folder).as_posix()] = (path.stat().st_size, digest.hexdigest())
+    return result
+
+
+def assert_published_backup(engine: EngineStack, backup_name: str) -> dict[str, Any]:
+    """The replica holds ``backup_name`` complete: manifest valid, every file equal to the source."""
+    from include.gir_ops.backup import read_manifest, storage_path
+
+    published = engine.replica_root() / backup_name
+    assert published.is_dir(), f"{published} was not published"
+    manifest = read_manifest(storage_path(f"file://{published}"))  # validates manifest_sha256
+    assert manifest is not None, f"{published} has no {MANIFEST}"
+    source = tree_digest(engine.source_backup_root() / backup_name)
+    copy = tree_digest(published)
+    assert copy.pop(MANIFEST)
+    assert copy == source, "the published copy differs from the source backup"
+    assert {e.path: (e.size, e.sha256) for e in manifest.entries} == source
+    return manifest.document
+
+
+def replica_folders(engine: EngineStack) -> list[str]:
+    return sorted(p.name for p in engine.replica_root().iterdir()) if engine.replica_root().exists() else []
+
+
+def newest_backup_day(engine: EngineStack) -> date:
+    names = sorted(p.name for p in engine.source_backup_root().iterdir() if p.name.startswith("index-"))
+    return date.fromisoformat(names[-1].removeprefix("index-"))
+
+
+@pytest.mark.timeout(300)
+def test_shipping_waits_deferred_for_an_incomplete_backup_then_ships_it(engine: EngineStack) -> None:
+    from include.gir_ops.simulator import demo_data
+
+    admin = engine.api("admin")
+    day = newest_backup_day(engine) + timedelta(days=1)
+    folder = demo_data.write_incomplete_backup(engine.source_backup_root(), day, ready_marker=READY_MARKER)
+    assert not (folder / READY_MARKER).exists()
+
+    run = admin.trigger(SHIP_DAG)
+    run_id = run["dag_run_id"]
+    admin.unpause(SHIP_DAG)
+    ti = admin.wait_task_state(SHIP_DAG, run_id, "wait_for_backup", ["deferred"], timeout=150)
+    assert ti["trigger"]["classpath"] == "include.gir_ops.backup_triggers.BackupReadyTrigger", ti["trigger"]
+
+    # Deferred means waiting in the triggerer: once the first check's process has exited, the Celery
+    # worker holds no slot for this run, and none while the wait goes on.
+    def slots_of_this_run() -> list[dict[str, Any]]:
+        return [t for t in engine.active_task_instances() if t.get("run_id") == run_id or "unparsed" in t]
+
+    wait_for("the worker to release the deferred task's slot", lambda: slots_of_this_run() == [], timeout=30)
+    for _ in range(3):
+        time.sleep(2)
+        assert slots_of_this_run() == []
+        assert admin.task_instance(SHIP_DAG, run_id, "wait_for_backup")["state"] == "deferred"
+    assert replica_folders(engine) == [], "nothing may be shipped while the backup is incomplete"
+
+    demo_data.generate_index_backups(
+        engine.source_backup_root(), days=1, end_day=day, ready_marker=READY_MARKER
+    )
+    admin.wait_run(SHIP_DAG, run_id, timeout=180)
+    ready = admin.xcom(SHIP_DAG, run_id, "wait_for_backup")
+    assert ready["backup_name"] == folder.name and ready["deferred"] is True, ready
+    assert_published_backup(engine, folder.name)
+    assert replica_folders(engine) == [folder.name]
+
+
+@pytest.mark.timeout(420)
+def test_worker_killed_mid_copy_then_retry_publishes_one_complete_backup(engine: EngineStack) -> None:
+    """A 1 GiB backup; the Celery worker (and the task runner under it) is SIGKILLed while the copy task
+    streams into ``<name>.partial``. The scheduler notices the missing heartbeats
+    ([scheduler] task_instance_heartbeat_timeout = 30 s), retries the task on the restarted worker, and
+    the retry resumes from the staged bytes. In the end the replica holds one complete, verified backup and
+    no ``.partial`` or half-published folder."""
+    from include.gir_ops.simulator import demo_data
+
+    admin = engine.api("admin")
+    admin.unpause(SHIP_DAG)
+    day = newest_backup_day(engine) + timedelta(days=1)
+    total = 1024 * 1024 * 1024
+    (folder,) = demo_data.generate_index_backups(
+        engine.source_backup_root(),
+        days=1,
+        end_day=day,
+        total_bytes_per_backup=total,
+        ready_marker=READY_MARKER,
+    )
+    before = replica_folders(engine)
+    staging = engine.replica_root() / f"{folder.name}.partial"
+
+    run = admin.trigger(SHIP_DAG)
+    run_id = run["dag_run_id"]
+    admin.wait_task_state(SHIP_DAG, run_id, "copy", ["running"], timeout=150, interval=0.2)
+
+    def staged_bytes() -> int:
+        return sum(p.stat().st_size for p in staging.rglob("*") if p.is_file()) if staging.exists() else 0
+
+    deadline = time.monotonic() + 60
+    while staged_bytes() < total * 0.15:
+        assert time.monotonic() < deadline, f"the copy never got going: {staged_bytes()} bytes staged"
+        time.sleep(0.05)
+    killed = engine.kill_worker()
+    staged_at_kill = staged_bytes()
+    assert 0 < staged_at_kill < total, "the kill must land in the middle of the copy"
+    assert killed, "no worker process was killed"
+    assert admin.task_instance(SHIP_DAG, run_id, "copy")["state"] == "running"
+    time.sleep(2)
+    assert staged_bytes() == staged_at_kill, "something is still copying after the worker was killed"
+
+    engine.start_worker()
+    engine.wait_worker_ready(timeout=90)
+    admin.wait_run(SHIP_DAG, run_id, timeout=240)
+
+    copy_ti = admin.task_instance(SHIP_DAG, run_id, "copy")
+    assert copy_ti["try_number"] >= 2, "the copy must have been retried after the worker died"
+    copied = admin.xcom(SHIP_DAG, run_id, "copy")
+    assert copied["files_kept"] or copied["files_resumed"], "the retry must resume from the staged bytes"
+    document = assert_published_backup(engine, folder.name)
+    assert document["bytes"] == total
+    assert replica_folders(engine) == sorted([*before, folder.name]), "one new backup, nothing else"
+    assert not any(name.endswith(".partial") for name in replica_folders(engine))
