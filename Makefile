@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean venv
+.PHONY: run test lint format bench clean venv demo-drift demo-restore
 
 venv: $(STAMP)
 
@@ -17,6 +17,14 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 ## The whole stack: embedded PostgreSQL, the GIR simulator, Airflow standalone. Ctrl-C stops it all.
 run: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py
+
+## Demo: make one RCS keystore differ (INSTANCE=rcs-dc2-a), then make them all identical again.
+INSTANCE ?= rcs-dc2-a
+demo-drift: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py drift $(INSTANCE)
+
+demo-restore: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py restore-keystores
 
 ## Lint and the whole test suite (unit, dag.test(), real engine, browser). CI runs exactly this.
 test: $(STAMP)

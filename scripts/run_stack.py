@@ -633,9 +633,43 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
     raise Stopped
 
 
+def demo_keystores(action: str, instance: str | None, paths: StackPaths) -> int:
+    """The demo's drift switch: make one RCS keystore differ (``drift``) or make them all equal again.
+
+    Works on the running stack's demo data with its generated keystore password, so the next run of
+    gir_rcs_keystore_check goes red (or green again) without anyone handling the password.
+    """
+    from include.gir_ops.simulator import demo_data
+    from include.gir_ops.topology import load_topology
+
+    if not paths.secrets.exists():
+        print("no .local/secrets.json yet: start the stack once with `make run`", file=sys.stderr)
+        return 2
+    stack_secrets = load_or_create_secrets(paths.secrets)
+    os.environ.setdefault("GIR_DATA_DIR", str(paths.data))
+    topology = load_topology(topology_file(os.environ, paths.repo))
+    if action == "drift":
+        try:
+            changed = demo_data.drift_keystore(topology, instance or "", stack_secrets["keystore_password"])
+        except (KeyError, ValueError) as exc:
+            names = [rcs.name for _, rcs in topology.rcs_instances]
+            print(f"cannot drift {instance!r}: {exc}; RCS instances: {names}", file=sys.stderr)
+            return 2
+        print(f"keystore of {instance} now differs from the reference: {changed}")
+    else:
+        written = demo_data.generate_keystores(topology, stack_secrets["keystore_password"], force=True)
+        print(f"{len(written)} identical keystores written again")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    del argv  # no options: everything comes from the environment (see the module docstring)
+    args = list(sys.argv[1:] if argv is None else argv)
     paths = StackPaths.for_repo(REPO)
+    if args and args[0] in ("drift", "restore-keystores"):
+        return demo_keystores(args[0], args[1] if len(args) > 1 else None, paths)
+    if args:
+        print("usage: run_stack.py [drift INSTANCE | restore-keystores]", file=sys.stderr)
+        return 2
     children = Children(cwd=paths.repo, logs=paths.logs)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _on_signal)

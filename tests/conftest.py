@@ -20,13 +20,24 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOPOLOGY = REPO_ROOT / "include" / "config" / "topology.yaml"
 
-_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="gir-ops-airflow-home-"))
+# Idempotent: a second import of this module (e.g. as ``tests.conftest``) must not move AIRFLOW_HOME
+# away from the database the first import migrated.
+_AIRFLOW_HOME = Path(
+    os.environ.get("GIR_OPS_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="gir-ops-airflow-home-")
+)
+os.environ["GIR_OPS_TEST_AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO_ROOT / "plugins")
 os.environ["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+# One Fernet key for this process and every Airflow subprocess a test starts, so connections one of them
+# stores (encrypted) the other can read.
+if not os.environ.get("AIRFLOW__CORE__FERNET_KEY"):
+    import base64
+
+    os.environ["AIRFLOW__CORE__FERNET_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
 os.environ.setdefault("GIR_DATA_DIR", str(_AIRFLOW_HOME / "gir-data"))
 for _name in list(os.environ):
     if _name.startswith("AIRFLOW_CONN_GIR_"):

@@ -56,7 +56,18 @@ def fast_gir(gir_factory: Callable[..., SimulatedGir], tmp_path: Path) -> Simula
 
 @pytest.fixture
 def failover_dag(fast_gir: SimulatedGir, airflow_db: Path) -> Any:
-    """Only this DAG file is parsed, so another DAG being edited cannot break these tests."""
+    """Only this DAG file is parsed, so another DAG being edited cannot break these tests.
+
+    Asset events that other test modules' runs (backup shipping, keystore check) left in the shared test
+    DB are removed first: each test states what the pre-flight should find.
+    """
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, select
+
+    with create_session() as session:
+        gir_assets = select(AssetModel.id).where(AssetModel.name.like("gir_%"))
+        session.execute(delete(AssetEvent).where(AssetEvent.asset_id.in_(gir_assets)))
     bag = parse_dags(REPO_ROOT / "dags" / "gir_eservices_failover.py")
     assert not bag.import_errors, bag.import_errors
     return bag.dags[DAG_ID]

@@ -476,3 +476,30 @@ def test_stopping_a_child_leaves_no_process_of_its_group(run_stack: ModuleType, 
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)
     assert children.started == []
+
+
+def test_demo_drift_switch_makes_one_keystore_differ_and_restore_undoes_it(
+    run_stack: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from include.gir_ops.simulator import demo_data
+    from include.gir_ops.topology import DEFAULT_TOPOLOGY_PATH, load_topology
+
+    paths = run_stack.StackPaths.for_repo(tmp_path)
+    monkeypatch.setattr(run_stack, "REPO", tmp_path)
+    monkeypatch.setenv("GIR_DATA_DIR", str(paths.data))
+    monkeypatch.delenv("GIR_TOPOLOGY", raising=False)
+    (tmp_path / "include" / "config").mkdir(parents=True)
+    (tmp_path / "include" / "config" / "topology.yaml").write_text(DEFAULT_TOPOLOGY_PATH.read_text())
+    password = run_stack.load_or_create_secrets(paths.secrets)["keystore_password"]
+    topology = load_topology(tmp_path / "include" / "config" / "topology.yaml")
+    keystores = demo_data.generate_keystores(topology, password)
+
+    assert run_stack.demo_keystores("drift", "rcs-dc2-a", paths) == 0
+    digests = {name: path.read_bytes() for name, path in keystores.items()}
+    assert digests["rcs-dc2-a"] != digests["rcs-dc1-a"] == digests["rcs-dc3-a"]
+    assert run_stack.demo_keystores("drift", "rcs-nowhere", paths) == 2
+    assert "RCS instances:" in capsys.readouterr().err
+
+    assert run_stack.demo_keystores("restore-keystores", None, paths) == 0
+    assert len({path.read_bytes() for path in keystores.values()}) == 1
+    assert password not in capsys.readouterr().out
