@@ -1,0 +1,318 @@
+"""Benchmark 1, DAG parse cost: each DAG file against a trivial one-task TaskFlow DAG, parsed the same way.
+
+Parsed as Airflow 3.3's dag-processor does it (``airflow/dag_processing/processor.py``): the long-lived
+processor pre-imports the ``airflow.*`` modules a file imports (``parsing_pre_import_modules``), then
+forks a child per parse, which builds a ``DagBag`` of that one file and serializes its DAGs. Here one
+worker process imports Airflow's dag-processor modules (what the processor holds before it forks) and
+pre-imports the ``airflow.*`` modules of every file measured (the processor's steady state), then forks
+one child per sample; the child times only ``DagBag(file)`` plus serialization. Interpreter start-up and
+the Airflow import are outside the measurement; everything a DAG file imports beyond that (our
+``include`` package and what it imports, the topology read and validation) is inside. Samples of the
+files are interleaved round by round, so load from other processes hits all files alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import PYTHON, REPO_ROOT, Row, at_most, median, ms, subprocess_env
+
+TARGET_RATIO = 1.5
+FULL_SAMPLES = 15
+QUICK_SAMPLES = 1
+DAGS_FOLDER = REPO_ROOT / "dags"
+_MARK = "PARSE_BENCH "
+_PROBE = "probe:"
+
+# Where a DAG file's parse time goes, beyond what the trivial DAG also pays: each snippet is timed in a
+# fresh fork of the same worker, and shown against the trivial DAG (full mode only).
+PROBES = {
+    "airflow.sdk dag/task decorators (the trivial DAG pays this too)": "from airflow.sdk import dag, task",
+    "include.gir_ops.topology import + load_topology()": (
+        "from include.gir_ops.topology import load_topology; load_topology()"
+    ),
+    "import include.gir_ops.topology alone (its pydantic model classes)": "import include.gir_ops.topology",
+    "YAML of the topology, pure-Python SafeLoader (yaml.safe_load)": (
+        "import yaml, os; yaml.safe_load(open(os.environ['GIR_TOPOLOGY'], encoding='utf-8').read())"
+    ),
+    "YAML of the topology, libyaml CSafeLoader": (
+        "import yaml, os; yaml.load(open(os.environ['GIR_TOPOLOGY'], encoding='utf-8').read(), "
+        "Loader=yaml.CSafeLoader)"
+    ),
+    "import requests (pulled in by include.gir_ops.rws)": "import requests",
+    "import include.gir_ops.rws": "import include.gir_ops.rws",
+    "import include.gir_ops.assets (Asset definitions)": "import include.gir_ops.assets",
+    "import include.gir_ops.failover": "import include.gir_ops.failover",
+    "import ApprovalOperator (HITL; imported by include.gir_ops.failover, so never pre-imported)": (
+        "from airflow.providers.standard.operators.hitl import ApprovalOperator"
+    ),
+}
+
+TRIVIAL_DAG = '''\
+"""The baseline: one TaskFlow task, nothing imported beyond Airflow."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import dag, task
+
+
+@dag(dag_id="bench_trivial", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["bench"])
+def bench_trivial() -> None:
+    @task
+    def hello() -> str:
+        return "hello"
+
+    hello()
+
+
+bench_trivial()
+'''
+
+
+def dag_files() -> list[Path]:
+    return sorted(p for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_"))
+
+
+# --- the worker (a child process) ------------------------------------------------------------------
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    sys.stdout.write(_MARK + json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def _parse_once(path: str) -> dict[str, Any]:
+    """In a forked child: parse one file as the dag-processor's child does, timed."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    started = time.perf_counter()
+    bag = DagBag(dag_folder=path)
+    parsed = time.perf_counter()
+    for dag in bag.dags.values():
+        DagSerialization.to_dict(dag)
+    done = time.perf_counter()
+    return {
+        "parse": parsed - started,
+        "serialize": done - parsed,
+        "total": done - started,
+        "dags": sorted(bag.dags),
+        "import_errors": {str(k): str(v)[-500:] for k, v in bag.import_errors.items()},
+    }
+
+
+def _probe_once(code: str) -> dict[str, Any]:
+    """In a forked child: time one snippet (an import, the topology load) in the processor's state."""
+    started = time.perf_counter()
+    exec(compile(code, "<probe>", "exec"), {})
+    elapsed = time.perf_counter() - started
+    return {"parse": elapsed, "serialize": 0.0, "total": elapsed, "dags": [], "import_errors": {}}
+
+
+def _sample_in_fork(path: str) -> dict[str, Any]:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: parse, report through the pipe, leave without running any cleanup
+        os.close(read_end)
+        try:
+            result = _probe_once(path[len(_PROBE) :]) if path.startswith(_PROBE) else _parse_once(path)
+        except BaseException as exc:
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        with os.fdopen(write_end, "w") as pipe:
+            pipe.write(json.dumps(result))
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        text = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(text) if text else {"error": "the parsing child died without an answer"}
+
+
+def worker(files: list[str]) -> int:
+    """Import Airflow, pre-import what the files import from it, then parse on request (stdin lines)."""
+    import importlib
+
+    # What the dag-processor's own process has imported before it forks a parsing child.
+    import airflow.dag_processing.manager
+    import airflow.dag_processing.processor  # noqa: F401
+    from airflow.dag_processing.dagbag import DagBag  # noqa: F401
+    from airflow.serialization.serialized_objects import DagSerialization  # noqa: F401
+    from airflow.utils.file import iter_airflow_imports
+
+    for path in files:
+        for module in iter_airflow_imports(path):
+            try:
+                importlib.import_module(module)
+            except Exception:  # the processor also just warns and goes on
+                continue
+    _emit({"ready": True})
+    for line in sys.stdin:
+        path = line.rstrip("\n")
+        if not path:
+            break
+        _emit(_sample_in_fork(path))
+    return 0
+
+
+# --- the benchmark ---------------------------------------------------------------------------------
+
+
+def run(*, quick: bool = False, samples: int | None = None, files: list[Path] | None = None) -> list[Row]:
+    """One row per DAG file. The ratio is with bytecode cached (a deployment's steady state); the figures
+    also give the ratio without a bytecode cache (every parse compiles our modules from source, as with
+    PYTHONDONTWRITEBYTECODE=1 or a read-only code mount without precompiled ``.pyc``), except in quick mode.
+    """
+    samples = samples or (QUICK_SAMPLES if quick else FULL_SAMPLES)
+    targets = files or dag_files()
+    with tempfile.TemporaryDirectory(prefix="gir-bench-parse-") as tmp:
+        trivial = Path(tmp) / "bench_trivial_dag.py"
+        trivial.write_text(TRIVIAL_DAG, encoding="utf-8")
+        home = Path(tmp) / "airflow-home"
+        home.mkdir()
+        env = subprocess_env(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+                "GIR_TOPOLOGY": os.environ.get(
+                    "GIR_TOPOLOGY", str(REPO_ROOT / "include/config/topology.yaml")
+                ),
+                "GIR_DATA_DIR": str(Path(tmp) / "gir-data"),
+            }
+        )
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        # Bytecode goes to a temp folder, never into the repository.
+        cached_env = env | {"PYTHONPYCACHEPREFIX": str(Path(tmp) / "pycache")}
+        files_only = [str(trivial), *(str(p) for p in targets)]
+        paths = files_only + ([] if quick else [_PROBE + code for code in PROBES.values()])
+        if not quick:
+            _collect(paths, 1, cached_env, warm_up=False)  # a first worker fills the bytecode cache
+        cached = _collect(paths, samples, cached_env, warm_up=True)
+        uncached = None
+        if not quick:
+            # Airflow's own .pyc (written by pip) are still used; only our modules compile on every parse.
+            uncached_env = dict(env, PYTHONDONTWRITEBYTECODE="1")
+            uncached_env.pop("PYTHONPYCACHEPREFIX", None)
+            uncached = _collect(files_only, samples, uncached_env, warm_up=True)
+    base_median = median([s["total"] for s in cached[str(trivial)]])
+    uncached_base = median([s["total"] for s in uncached[str(trivial)]]) if uncached else None
+    rows = []
+    for path in targets:
+        found = cached[str(path)]
+        errors = found[0].get("import_errors") or {}
+        total = median([s["total"] for s in found])
+        parse = median([s["parse"] for s in found])
+        serialize = median([s["serialize"] for s in found])
+        ratio = total / base_median if base_median > 0 else None
+        figures = (
+            f"median {ms(total)} (DagBag {ms(parse)} + serialize {ms(serialize)}, "
+            f"{len(found[0]['dags'])} DAG(s)) vs trivial {ms(base_median)}; {samples} sample(s) each"
+        )
+        details: dict[str, object] = {
+            "file": path.name,
+            "median_seconds": total,
+            "trivial_median_seconds": base_median,
+            "samples": samples,
+            "dags": found[0]["dags"],
+            "import_errors": errors,
+        }
+        if uncached and uncached_base:
+            cold = median([s["total"] for s in uncached[str(path)]])
+            details["uncached_median_seconds"] = cold
+            details["uncached_trivial_median_seconds"] = uncached_base
+            figures += (
+                f"; without bytecode cache {ms(cold)} vs trivial {ms(uncached_base)} "
+                f"= {cold / uncached_base:.2f}x"
+            )
+        if errors:
+            figures += f"; IMPORT ERRORS: {'; '.join(errors.values())}"
+        rows.append(
+            Row(
+                benchmark="parse_cost",
+                name=f"parse {path.name}",
+                ratio=ratio,
+                target=f"<= {TARGET_RATIO}",
+                passed=False if errors else at_most(ratio, TARGET_RATIO),
+                figures=figures,
+                details=details,
+            )
+        )
+    if not quick:
+        for label, code in PROBES.items():
+            probe = median([s["total"] for s in cached[_PROBE + code]])
+            rows.append(
+                Row(
+                    benchmark="parse_cost",
+                    name=f"parse breakdown: {label}",
+                    ratio=probe / base_median if base_median > 0 else None,
+                    target="-",
+                    passed=None,
+                    figures=f"median {ms(probe)} in a fork of the worker vs trivial DAG {ms(base_median)}",
+                    info=True,
+                    details={"median_seconds": probe},
+                )
+            )
+    return rows
+
+
+def _collect(
+    paths: list[str], samples: int, env: dict[str, str], *, warm_up: bool
+) -> dict[str, list[dict[str, Any]]]:
+    """Start the worker, then ask for ``samples`` rounds over every file, interleaved.
+
+    ``warm_up`` parses every file once first, unmeasured: the first parse in a worker also pays one-time
+    lazy initialisations of Airflow (e.g. the providers manager) that the dag-processor has long done.
+    """
+    process = subprocess.Popen(
+        [PYTHON, "-m", "benchmarks.parse_cost", "--worker", *paths],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    assert process.stdin is not None and process.stdout is not None
+
+    def answer() -> dict[str, Any]:
+        for line in process.stdout:
+            if line.startswith(_MARK):
+                return json.loads(line[len(_MARK) :])
+        raise RuntimeError(f"the parse worker exited (code {process.wait()}) without answering")
+
+    timings: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
+    try:
+        answer()  # ready
+        for round_number in range(samples + (1 if warm_up else 0)):
+            for path in paths:
+                process.stdin.write(path + "\n")
+                process.stdin.flush()
+                result = answer()
+                if "error" in result:
+                    raise RuntimeError(f"parsing {path} failed: {result['error']}")
+                if not (warm_up and round_number == 0):
+                    timings[path].append(result)
+        process.stdin.write("\n")
+        process.stdin.flush()
+    finally:
+        process.stdin.close()
+        if process.wait(timeout=60) != 0:
+            raise RuntimeError(f"the parse worker exited with code {process.returncode}")
+    return timings
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker", nargs="+", metavar="FILE")
+    arguments = parser.parse_args()
+    sys.exit(worker(arguments.worker))

@@ -1,0 +1,116 @@
+"""One tiny smoke case of each benchmark (issue 8), so they cannot rot.
+
+They run the same code as ``make bench`` at smoke sizes (2 MiB backup, 2-day range, 5 keystores, one
+parse sample) and check that each produces its rows, with a ratio, and that what was measured really
+happened (the POSTs the simulator recorded, the files that were shipped). No speed is asserted here:
+speed is only measured by ``make bench``, on purpose, because test machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import Row, format_table
+from benchmarks.__main__ import main, render
+
+
+def _has_ratio(row: Row) -> None:
+    assert row.ratio is not None and row.ratio > 0, row
+    assert row.figures, row
+    assert row.target, row
+
+
+def test_parse_cost_smoke() -> None:
+    from benchmarks import parse_cost
+
+    rows = parse_cost.run(quick=True)
+    files = {row.details["file"]: row for row in rows}
+    assert set(files) == {path.name for path in parse_cost.dag_files()}
+    for row in rows:
+        _has_ratio(row)
+        assert row.details["import_errors"] == {}, row.details["import_errors"]
+        assert row.details["dags"], f"{row.name} parsed no DAG"
+        assert row.details["samples"] == 1
+    assert "gir_es_reindex_dc2" in files["gir_es_reindex.py"].details["dags"]
+
+
+def test_shipping_smoke(tmp_path: Path) -> None:
+    from benchmarks import shipping
+
+    rows = shipping.run(quick=True, workdir=tmp_path)
+    throughput, rss, hashing = rows
+    for row in rows:
+        _has_ratio(row)
+    assert hashing.info and hashing.details["hashlib"] > 0 and hashing.details["sha256sum"] > 0
+    _small, large = shipping.QUICK_SIZES
+    assert large == 2 * 1024 * 1024
+    # Every run of ours really shipped the whole backup: all files (plus the ready marker) and bytes.
+    assert throughput.details["shipped_bytes"] == [large]
+    assert throughput.details["shipped_files"] == [shipping.QUICK_FILES + 1]
+    assert len(throughput.details["shell_seconds"]) == 1
+    assert rss.details["small_shipped_files"] == shipping.QUICK_FILES + 1
+    assert rss.details["rss_peak_small_bytes"] > 0
+    assert list(tmp_path.iterdir()) == [], "the benchmark must delete its temp data"
+
+
+def test_reindex_overhead_smoke(airflow_db: Path) -> None:
+    from benchmarks import reindex_overhead
+
+    overhead, count = reindex_overhead.run(quick=True, reuse_airflow_db=True)
+    _has_ratio(overhead)
+    assert overhead.details["dag_state"].endswith("success"), overhead.details
+    # 2 days in 24h windows x 1 contact center (named in the run's params) x 2 kinds: each window
+    # exactly once, and nothing else sent to RWS.
+    assert count.details["contact_centers"] == reindex_overhead.CONTACT_CENTERS[:1]
+    assert count.details["windows"] == 2 * 1 * 2
+    assert count.details["posts"] == 4
+    assert count.details["exact"] is True
+    assert count.details["api_calls"] == 4
+    assert count.ratio == 1.0
+    assert count.passed is True
+
+
+def test_keystore_fanout_smoke() -> None:
+    from benchmarks import keystore_fanout
+
+    (row,) = keystore_fanout.run(quick=True)
+    _has_ratio(row)
+    assert row.details["instances"] == 5
+    assert row.details["parallel_reads"] == 16
+    assert row.details["single_read_seconds"] > 0
+
+
+def test_report_has_machine_table_and_method() -> None:
+    rows = [
+        Row("shipping", "shipping 2 GiB", 0.8, "<= 1.0", True, "ours 8 s vs shell 10 s"),
+        Row("parse_cost", "parse x.py", 1.7, "<= 1.5", False, "median 70 ms vs trivial 41 ms"),
+        Row("parse_cost", "parse breakdown: requests", 1.0, "-", None, "median 41 ms", info=True),
+    ]
+    machine: dict[str, Any] = {
+        "date": "2026-11-26 03:00 UTC",
+        "cores": "2",
+        "memory": "23.4 GiB",
+        "python": "3.11.7",
+        "airflow": "3.3.2",
+        "platform": "Linux",
+        "load": "1 / 1 / 1",
+    }
+    text = render(rows, machine, quick=False, durations={"shipping": 1.0})
+    assert "2 cores" in text and "Airflow 3.3.2" in text and "2026-11-26" in text
+    assert format_table(rows) in text
+    assert "1 of 2 targets met" in text and "Missed: parse x.py" in text
+    assert "## How it is measured" in text
+    assert "| info |" in text
+
+
+def test_cli_quick_prints_the_table_and_writes_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "bench.md"
+    assert main(["--quick", "--only", "keystore_fanout", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "| keystore check fan-out, 5 RCS x 50 ms |" in printed
+    assert "QUICK smoke sizes" in output.read_text(encoding="utf-8")
