@@ -115,7 +115,8 @@ through RWS, per contact center and index kind, one POST per window.
   concurrent POSTs to this RWS, across scheduled, manual and backfill runs.
 
 **Run it**
-- Yesterday again: *Trigger* with a logical date (the run re-indexes the period ending at it).
+- Yesterday again: *Trigger* with no params: the schedule period ending at the logical date, or without
+  a logical date the latest complete schedule period.
 - Any past range: *Trigger* with `from` and `to` (ISO-8601 with offset), optionally `contact_centers`,
   `kinds` and `purge_old` (manual runs only; deletes the index first, then re-indexes the range).
 - Several days: `airflow backfill create --dag-id {dag_id} --from-date 2026-11-01 --to-date 2026-11-04`;

@@ -39,6 +39,7 @@ from include.gir_ops.windows import (
     as_utc,
     format_utc,
     from_ms,
+    last_schedule_period,
     manual_range,
     split_windows,
     to_ms,
@@ -178,8 +179,12 @@ def reindex_range(
     data_interval_end: datetime | None,
     params: ReindexParams,
     now: datetime,
+    latest_period: Callable[[datetime], tuple[datetime, datetime]] | None = None,
 ) -> tuple[datetime, datetime]:
-    """The range a run re-indexes: a manual run's from/to, otherwise the run's own data interval."""
+    """The range a run re-indexes: a manual run's from/to, otherwise the run's own data interval.
+
+    A run with no data interval (triggered without a logical date) takes ``latest_period(now)``.
+    """
     run_type = str(getattr(run_type, "value", run_type))  # DagRunType or its value
     manual = run_type == MANUAL_RUN
     if not manual:
@@ -213,10 +218,18 @@ def reindex_range(
             "indexed again"
         )
     if data_interval_start is None or data_interval_end is None:
-        raise ReindexParamError(
-            "this run has no data interval (it was triggered without a logical date): give params "
-            "'from' and 'to', or trigger it with a logical date to re-index the schedule period ending "
-            "there"
+        if latest_period is None:
+            raise ReindexParamError(
+                "this run has no data interval (it was triggered without a logical date): give params "
+                "'from' and 'to', or trigger it with a logical date to re-index the schedule period "
+                "ending there"
+            )
+        # Triggered without a logical date and without from/to: the latest complete schedule period.
+        data_interval_start, data_interval_end = latest_period(now)
+        log.info(
+            "no logical date and no from/to: re-indexing the latest complete schedule period [%s, %s)",
+            format_utc(data_interval_start),
+            format_utc(data_interval_end),
         )
     if data_interval_end <= data_interval_start:
         raise ReindexParamError(
@@ -270,6 +283,7 @@ def plan_reindex(
         data_interval_end=data_interval_end,
         params=parsed,
         now=now or datetime.now(UTC),
+        latest_period=lambda moment: last_schedule_period(dc.reindex.schedule, dc.timezone, moment),
     )
     available = enabled_kinds(dc)
     kinds = parsed.kinds or available

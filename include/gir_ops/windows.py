@@ -95,6 +95,22 @@ def ceil_hour(moment: datetime) -> datetime:
     return floored if floored == as_utc(moment) else floored + HOUR
 
 
+def last_schedule_period(cron: str, timezone: str, now: datetime) -> tuple[datetime, datetime]:
+    """The latest complete period of a cron schedule in ``timezone`` as of ``now`` (UTC ends).
+
+    What a manual run without a logical date re-indexes: the same period the scheduled run that last
+    fired covered, so "Trigger" with no params does what an operator expects.
+    """
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+
+    ticks = croniter(cron, as_utc(now).astimezone(ZoneInfo(timezone)))
+    end = ticks.get_prev(datetime)
+    start = ticks.get_prev(datetime)
+    return as_utc(start), as_utc(end)
+
+
 def widen_to_whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     """[start, end) grown outward to whole UTC hours: never loses a minute to RWS's rounding."""
     if end <= start:

@@ -195,15 +195,32 @@ def test_no_contact_center_at_all_is_an_error_not_a_silent_success() -> None:
         plan("DC3", discovery=Discovery([]))
 
 
-def test_a_manual_run_without_logical_date_needs_from_and_to() -> None:
+def test_a_manual_run_without_logical_date_or_range_takes_the_latest_schedule_period() -> None:
+    """`Trigger` with no logical date and no params re-indexes what the last scheduled run covered."""
+    pairs = plan_reindex(
+        dc("DC2"),
+        run_type="manual",
+        data_interval_start=None,
+        data_interval_end=None,
+        params={},
+        discover_contact_centers=Discovery([]),
+        now=utc(2026, 11, 20, 15, 30),
+    )
+    # DC2: "0 2 * * *" Europe/Paris = 01:00 UTC in November; the latest complete day before 15:30 UTC.
+    assert {(p.start_ms, p.end_ms) for p in pairs} == {
+        (to_ms(utc(2026, 11, 19, 1)), to_ms(utc(2026, 11, 20, 1)))
+    }
+
+
+def test_without_a_schedule_fallback_a_missing_interval_is_a_clear_error() -> None:
+    from include.gir_ops.reindex import ReindexParams, reindex_range
+
     with pytest.raises(ReindexParamError, match="this run has no data interval"):
-        plan_reindex(
-            dc("DC2"),
+        reindex_range(
             run_type="manual",
             data_interval_start=None,
             data_interval_end=None,
-            params={},
-            discover_contact_centers=Discovery([]),
+            params=ReindexParams.from_mapping({}),
             now=NOW,
         )
 
