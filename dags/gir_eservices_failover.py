@@ -5,7 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+# Named here so the dag-processor pre-imports them once instead of in every parse (it pre-imports the
+# airflow modules a DAG file names; the project's own modules import these too).
+from airflow.providers.standard.operators.hitl import ApprovalOperator  # noqa: F401
 from airflow.sdk import DAG, chain, task
+from airflow.triggers.base import BaseTrigger  # noqa: F401
 
 from include.gir_ops import failover
 from include.gir_ops.failover_triggers import VerifyEServicesSiteOperator

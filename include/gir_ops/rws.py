@@ -15,12 +15,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-from requests.exceptions import ConnectionError as RequestsConnectionError
-from requests.exceptions import ConnectTimeout, Timeout
-from urllib3.exceptions import NameResolutionError, NewConnectionError
+if TYPE_CHECKING:
+    import requests
+
+# ``requests`` is imported where a call is made, not here: DAG files import this module for its
+# constants while the dag-processor parses them, and that import alone would double their parse time.
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,10 @@ class RwsAnswer:
 
 def _request_never_sent(exc: BaseException) -> bool:
     """True when requests failed before any byte of the request reached RWS."""
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from requests.exceptions import ConnectTimeout
+    from urllib3.exceptions import NameResolutionError, NewConnectionError
+
     if isinstance(exc, ConnectTimeout):
         return True
     if isinstance(exc, RequestsConnectionError):
@@ -248,6 +253,10 @@ class RwsClient:
         attempt: int,
         history: list[dict[str, Any]],
     ) -> RwsAnswer:
+        import requests
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+        from requests.exceptions import Timeout
+
         hook, session = self._connect()
         url = hook.url_from_endpoint(path)
         prepared = session.prepare_request(requests.Request(method, url, json=json_body))

@@ -349,7 +349,8 @@ def _expand_env(value: Any, loc: tuple[str | int, ...], source: str) -> Any:
 def parse_topology(text: str, source: str = "<topology>") -> Topology:
     """Validate topology YAML text; every error names ``source``, the key path and the fix."""
     try:
-        raw = yaml.safe_load(text)
+        # libyaml's loader when PyYAML has it: the topology is parsed on every DAG file parse.
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
