@@ -297,11 +297,11 @@ def relative_name(root: str, name: str) -> str:
     return relative
 
 
-def _walk(folder: ObjectStoragePath, *, strict: bool) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield (relative path, info) for every regular file under ``folder``, depth first.
+def _entries(folder: ObjectStoragePath) -> Iterator[tuple[str | BackupRefused, dict[str, Any]]]:
+    """Every entry under ``folder`` but the sub-folders it descends into, depth first.
 
-    ``strict`` refuses symlinks (files or folders), special files (FIFOs, sockets, devices) and bad names;
-    otherwise those are skipped, which is what a completeness poll wants.
+    Yields (relative path, or the refusal of a name that escapes the folder, fs info). Symbolic links
+    are yielded, never followed; a folder whose name is refused is yielded, not entered.
     """
     fs = folder.fs
     root = folder.path.rstrip("/")
@@ -313,29 +313,41 @@ def _walk(folder: ObjectStoragePath, *, strict: bool) -> Iterator[tuple[str, dic
             if name == current:
                 continue  # some object stores list the folder's own placeholder
             try:
-                relative = relative_name(root, name)
-            except BackupRefused:
-                if strict:
-                    raise
-                continue
-            kind = info.get("type")
-            if info.get("islink"):
-                if strict:
-                    target = info.get("destination", "?")
-                    raise BackupRefused(
-                        f"{relative} in {folder} is a symbolic link (to {target}); a backup must contain "
-                        "only regular files: replace the link with the file, or fix SpeechMiner's backup"
-                    )
-                continue
-            if kind == "directory":
+                relative: str | BackupRefused = relative_name(root, name)
+            except BackupRefused as refused:
+                relative = refused
+            if isinstance(relative, str) and info.get("type") == "directory" and not info.get("islink"):
                 pending.append(name)
-            elif kind == "file":
+            else:
                 yield relative, info
-            elif strict:
+
+
+def _walk(folder: ObjectStoragePath, *, strict: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (relative path, info) for every regular file under ``folder``, depth first.
+
+    ``strict`` refuses symlinks (files or folders), special files (FIFOs, sockets, devices) and bad names;
+    otherwise those are skipped, which is what a completeness poll wants.
+    """
+    for relative, info in _entries(folder):
+        if isinstance(relative, BackupRefused):
+            if strict:
+                raise relative
+            continue
+        if info.get("islink"):
+            if strict:
+                target = info.get("destination", "?")
                 raise BackupRefused(
-                    f"{relative} in {folder} is not a regular file (a FIFO, socket or device); "
-                    "a backup must contain only regular files"
+                    f"{relative} in {folder} is a symbolic link (to {target}); a backup must contain "
+                    "only regular files: replace the link with the file, or fix SpeechMiner's backup"
                 )
+            continue
+        if info.get("type") == "file":
+            yield relative, info
+        elif strict:
+            raise BackupRefused(
+                f"{relative} in {folder} is not a regular file (a FIFO, socket or device); "
+                "a backup must contain only regular files"
+            )
 
 
 def scan_backup(
@@ -472,25 +484,13 @@ def _staged_sizes(staging: ObjectStoragePath) -> tuple[dict[str, int], list[str]
         return {}, []
     sizes: dict[str, int] = {}
     junk: list[str] = []
-    fs = staging.fs
-    root = staging.path.rstrip("/")
-    pending = [root]
-    while pending:
-        current = pending.pop()
-        for info in fs.ls(current, detail=True):
-            name = str(info["name"]).rstrip("/")
-            if name == current:
-                continue
-            try:
-                relative = relative_name(root, name)
-            except BackupRefused:
-                continue
-            if info.get("islink") or info.get("type") not in ("file", "directory"):
-                junk.append(relative)
-            elif info.get("type") == "directory":
-                pending.append(name)
-            else:
-                sizes[relative] = int(info.get("size") or 0)
+    for relative, info in _entries(staging):
+        if isinstance(relative, BackupRefused):
+            continue
+        if info.get("islink") or info.get("type") != "file":
+            junk.append(relative)
+        else:
+            sizes[relative] = int(info.get("size") or 0)
     return sizes, junk
 
 
