@@ -47,11 +47,11 @@ PROBES = {
         "import yaml, os; yaml.load(open(os.environ['GIR_TOPOLOGY'], encoding='utf-8').read(), "
         "Loader=yaml.CSafeLoader)"
     ),
-    "import requests (pulled in by include.gir_ops.rws)": "import requests",
+    "import requests (include.gir_ops.rws defers it to the first RWS call)": "import requests",
     "import include.gir_ops.rws": "import include.gir_ops.rws",
     "import include.gir_ops.assets (Asset definitions)": "import include.gir_ops.assets",
     "import include.gir_ops.failover": "import include.gir_ops.failover",
-    "import ApprovalOperator (HITL; imported by include.gir_ops.failover, so never pre-imported)": (
+    "import ApprovalOperator (HITL; named in the failover DAG file, so pre-imported)": (
         "from airflow.providers.standard.operators.hitl import ApprovalOperator"
     ),
 }
