@@ -38,6 +38,9 @@ if not os.environ.get("AIRFLOW__CORE__FERNET_KEY"):
     import base64
 
     os.environ["AIRFLOW__CORE__FERNET_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
+# The in-process API server (failover approvals) signs its tokens with this; PyJWT wants 64+ bytes.
+if not os.environ.get("AIRFLOW__API_AUTH__JWT_SECRET"):
+    os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = os.urandom(48).hex()
 os.environ.setdefault("GIR_DATA_DIR", str(_AIRFLOW_HOME / "gir-data"))
 for _name in list(os.environ):
     if _name.startswith("AIRFLOW_CONN_GIR_"):
