@@ -392,23 +392,33 @@ def _chunks(handle: Any, buffer: memoryview, limit: int | None = None) -> Iterat
         yield view[:count]
 
 
-def hash_file(path: ObjectStoragePath, *, chunk_size: int = CHUNK_SIZE) -> tuple[int, str]:
-    """Size and SHA-256 of one file, streamed."""
-    buffer = memoryview(bytearray(chunk_size))
+def hash_file(
+    path: ObjectStoragePath,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    buffer: memoryview | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> tuple[int, str]:
+    """Size and SHA-256 of one file, streamed (through ``buffer`` when given; ``on_chunk`` sees each read)."""
+    if buffer is None:
+        buffer = memoryview(bytearray(chunk_size))
     digest = hashlib.sha256()
     size = 0
     with path.fs.open(path.path, "rb", block_size=chunk_size) as handle:
         for chunk in _chunks(handle, buffer):
             digest.update(chunk)
             size += len(chunk)
+            if on_chunk is not None:
+                on_chunk(len(chunk))
     return size, digest.hexdigest()
 
 
 def build_manifest(folder: ObjectStoragePath, *, chunk_size: int = CHUNK_SIZE) -> list[ManifestEntry]:
     """Path, size and SHA-256 of every file in ``folder`` (refusing symlinks etc.), streamed, by path."""
     entries = []
+    buffer = memoryview(bytearray(chunk_size))
     for item in scan_backup(folder):
-        size, sha256 = hash_file(folder / item.path, chunk_size=chunk_size)
+        size, sha256 = hash_file(folder / item.path, chunk_size=chunk_size, buffer=buffer)
         entries.append(ManifestEntry(item.path, size, sha256))
     return entries
 
@@ -585,19 +595,25 @@ def _copy_file(
     chunk_size: int,
 ) -> ManifestEntry:
     digest = hashlib.sha256()
-    size = 0
     with (
         src.fs.open(src.path, "rb", block_size=chunk_size) as reader,
         dst.fs.open(dst.path, "wb", block_size=chunk_size) as writer,
     ):
-        for chunk in _chunks(reader, buffer):
-            digest.update(chunk)
-            writer.write(chunk)
-            size += len(chunk)
-            progress.advance(len(chunk), written=True)
-        _fsync(writer)
+        size = _pump(reader, writer, digest=digest, buffer=buffer, progress=progress)
     _check_size(src, item, size)
     return ManifestEntry(item.path, size, digest.hexdigest())
+
+
+def _pump(reader: Any, writer: Any, *, digest: Any, buffer: memoryview, progress: _Progress) -> int:
+    """Copy the rest of ``reader`` to ``writer`` through ``buffer``, hashing what passes; bytes copied."""
+    copied = 0
+    for chunk in _chunks(reader, buffer):
+        digest.update(chunk)
+        writer.write(chunk)
+        copied += len(chunk)
+        progress.advance(len(chunk), written=True)
+    _fsync(writer)
+    return copied
 
 
 def _keep_if_same(
@@ -610,16 +626,12 @@ def _keep_if_same(
     chunk_size: int,
 ) -> ManifestEntry | None:
     """A staged file of the right size is kept when its SHA-256 equals the source's (both read once)."""
-    _, staged_sha = hash_file(dst, chunk_size=chunk_size)
-    digest = hashlib.sha256()
-    size = 0
-    with src.fs.open(src.path, "rb", block_size=chunk_size) as reader:
-        for chunk in _chunks(reader, buffer):
-            digest.update(chunk)
-            size += len(chunk)
-            progress.advance(len(chunk), written=False)
+    _, staged_sha = hash_file(dst, chunk_size=chunk_size, buffer=buffer)
+    size, source_sha = hash_file(
+        src, chunk_size=chunk_size, buffer=buffer, on_chunk=lambda n: progress.advance(n, written=False)
+    )
     _check_size(src, item, size)
-    if digest.hexdigest() == staged_sha:
+    if source_sha == staged_sha:
         return ManifestEntry(item.path, size, staged_sha)
     log.info("staged %s differs from the source: copying it again", item.path)
     progress.done -= size
@@ -637,7 +649,7 @@ def _append_tail(
     chunk_size: int,
 ) -> ManifestEntry | None:
     """A truncated staged file whose bytes equal the source's start gets only the missing tail."""
-    _, staged_sha = hash_file(dst, chunk_size=chunk_size)
+    _, staged_sha = hash_file(dst, chunk_size=chunk_size, buffer=buffer)
     digest = hashlib.sha256()
     with src.fs.open(src.path, "rb", block_size=chunk_size) as reader:
         prefix = 0
@@ -648,14 +660,8 @@ def _append_tail(
             log.info("staged %s is not a prefix of the source: copying it again", item.path)
             return None
         progress.advance(prefix, written=False)
-        size = prefix
         with dst.fs.open(dst.path, "ab", block_size=chunk_size) as writer:
-            for chunk in _chunks(reader, buffer):
-                digest.update(chunk)
-                writer.write(chunk)
-                size += len(chunk)
-                progress.advance(len(chunk), written=True)
-            _fsync(writer)
+            size = prefix + _pump(reader, writer, digest=digest, buffer=buffer, progress=progress)
     _check_size(src, item, size)
     log.info("resumed %s: kept %s staged, appended %s", item.path, _human(prefix), _human(size - prefix))
     return ManifestEntry(item.path, size, digest.hexdigest())
@@ -700,6 +706,7 @@ def verify_tree(
         return [Problem(str(folder), str(exc))]
     for relative in sorted(set(actual) - set(expected) - set(ignore)):
         problems.append(Problem(relative, "not in the manifest"))
+    buffer = memoryview(bytearray(chunk_size))
     for relative, entry in sorted(expected.items()):
         if relative not in actual:
             problems.append(Problem(relative, "missing"))
@@ -707,7 +714,7 @@ def verify_tree(
         if actual[relative] != entry.size:
             problems.append(Problem(relative, f"size {actual[relative]} bytes, expected {entry.size}"))
             continue
-        size, sha256 = hash_file(folder / relative, chunk_size=chunk_size)
+        size, sha256 = hash_file(folder / relative, chunk_size=chunk_size, buffer=buffer)
         if size != entry.size:
             problems.append(Problem(relative, f"read {size} bytes, expected {entry.size}"))
         elif sha256 != entry.sha256:
