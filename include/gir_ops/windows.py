@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from include.gir_ops.params import ISO_WITH_OFFSET_PATTERN
+
 HOUR = timedelta(hours=1)
 HOUR_MS = 3_600_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -21,9 +23,6 @@ _MS = timedelta(milliseconds=1)
 # The longest manual range accepted: a typo in the year must not queue a century of POSTs.
 MAX_MANUAL_RANGE = timedelta(days=3660)
 
-# ISO-8601 date and time with a UTC offset ("Z" or +hh:mm), as the trigger form's date-time picker
-# sends it (2026-11-20T00:00:00.000Z). Used in the DAG params' JSON schema and re-checked here.
-ISO_WITH_OFFSET_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
 _ISO_WITH_OFFSET = re.compile(ISO_WITH_OFFSET_PATTERN)
 _EXAMPLE = "2026-11-20T00:00:00+01:00 or 2026-11-19T23:00:00Z"
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pendulum
 import pytest
 
+from include.gir_ops.params import ISO_WITH_OFFSET_PATTERN
 from include.gir_ops.windows import (
-    ISO_WITH_OFFSET_PATTERN,
     ReindexWindow,
     WindowError,
     format_utc,
