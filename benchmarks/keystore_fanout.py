@@ -76,16 +76,15 @@ def run(
 ) -> list[Row]:
     """One row at the DAG's default ``parallel_reads``; its figures also show all reads at once."""
     from include.gir_ops.keystore import (
-        DEFAULT_PARALLEL_READS,
         check_replication,
         read_keystore,
         targets_from_topology,
     )
     from include.gir_ops.simulator.demo_data import generate_keystores
-    from include.gir_ops.topology import parse_topology
+    from include.gir_ops.topology import DEFAULT_KEYSTORE_PARALLEL_READS, parse_topology
 
     count = instances or (QUICK_INSTANCES if quick else INSTANCES)
-    width = parallel_reads or DEFAULT_PARALLEL_READS
+    width = parallel_reads or DEFAULT_KEYSTORE_PARALLEL_READS
     password = secrets.token_urlsafe(16)
     opener = slow_opener(latency_seconds)
     with tempfile.TemporaryDirectory(prefix="gir-bench-keystore-") as tmp:

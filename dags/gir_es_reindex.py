@@ -13,9 +13,8 @@ from zoneinfo import ZoneInfo
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-from include.gir_ops.rws import REINDEX_KINDS
-from include.gir_ops.topology import DataCenter, load_topology
-from include.gir_ops.windows import ISO_WITH_OFFSET_PATTERN
+from include.gir_ops.params import ISO_WITH_OFFSET_PATTERN, trigger_param
+from include.gir_ops.topology import REINDEX_KINDS, DataCenter, load_topology
 
 TOPOLOGY = load_topology()
 
@@ -40,11 +39,11 @@ resumes at the failed window and never re-sends (or re-purges) what already succ
 
 
 def _params(dc: DataCenter) -> dict[str, Param]:
-    kinds_used = list(REINDEX_KINDS) if dc.rws.screen_recording else ["recordings"]
+    kinds_used = list(dc.reindex_kinds)
     # "examples" makes the trigger form offer a multi-select instead of a free-text list.
     known_contact_centers = {"examples": list(dc.rws.contact_centers)} if dc.rws.contact_centers else {}
     return {
-        "from": Param(
+        "from": trigger_param(
             None,
             type=["null", "string"],
             format="date-time",
@@ -53,7 +52,7 @@ def _params(dc: DataCenter) -> dict[str, Param]:
             description="Start of a custom range, ISO-8601 with offset, e.g. 2026-11-01T00:00:00Z. Leave "
             "empty to re-index the run's data interval. Needs 'to'.",
         ),
-        "to": Param(
+        "to": trigger_param(
             None,
             type=["null", "string"],
             format="date-time",
@@ -61,7 +60,7 @@ def _params(dc: DataCenter) -> dict[str, Param]:
             title="To (manual runs only)",
             description="End of the custom range (exclusive), at least one hour after 'from'.",
         ),
-        "contact_centers": Param(
+        "contact_centers": trigger_param(
             [],
             type="array",
             items={"type": "string", "pattern": "^[0-9a-fA-F]+$"},
@@ -70,7 +69,7 @@ def _params(dc: DataCenter) -> dict[str, Param]:
             title="Contact centers",
             description=f"Hex contact center IDs to re-index; empty = every contact center of {dc.site}.",
         ),
-        "kinds": Param(
+        "kinds": trigger_param(
             [],
             type="array",
             items={"type": "string", "enum": list(REINDEX_KINDS)},
@@ -79,7 +78,7 @@ def _params(dc: DataCenter) -> dict[str, Param]:
             title="Index kinds",
             description=f"Which indexes; empty = every kind {dc.site} uses ({', '.join(kinds_used)}).",
         ),
-        "purge_old": Param(
+        "purge_old": trigger_param(
             False,
             type="boolean",
             title="Purge the old index first (manual runs only)",

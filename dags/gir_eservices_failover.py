@@ -11,7 +11,9 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator  # noqa: 
 from airflow.sdk import DAG, chain, task
 from airflow.triggers.base import BaseTrigger  # noqa: F401
 
-from include.gir_ops import failover
+# The steps' logic (include.gir_ops.failover, with the RWS client) is imported inside each task, when it
+# runs; parsing needs only the DAG's parts.
+from include.gir_ops import failover_spec
 from include.gir_ops.failover_triggers import VerifyEServicesSiteOperator
 from include.gir_ops.topology import TopologyError, load_topology
 
@@ -52,7 +54,7 @@ Full procedure: docs/gir_eservices_failover.md.
 """
 
 with DAG(
-    dag_id=failover.DAG_ID,
+    dag_id=failover_spec.DAG_ID,
     schedule=None,
     max_active_runs=1,
     catchup=False,
@@ -60,37 +62,41 @@ with DAG(
     is_paused_upon_creation=False,
     tags=["gir", "eservices", "failover", "hitl"],
     default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(seconds=15)},
-    params=failover.trigger_params(topology),
+    params=failover_spec.trigger_params(topology),
     doc_md=DOC_MD,
 ) as dag:
 
     @task(
-        task_id=failover.PREFLIGHT,
-        inlets=failover.preflight_inlets(topology),
+        task_id=failover_spec.PREFLIGHT,
+        inlets=failover_spec.preflight_inlets(topology),
         execution_timeout=timedelta(minutes=5),
         doc_md="Read-only: RWS reachability (target's first), the site RWS reports, the environment ID, "
         "the last keystore check and SpeechMiner backup. Retried: it only reads.",
     )
     def preflight(**context: Any) -> None:
+        from include.gir_ops import failover
+
         failover.run_preflight(context)
 
     @task.short_circuit(
-        task_id=failover.APPROVAL_NEEDED,
+        task_id=failover_spec.APPROVAL_NEEDED,
         ignore_downstream_trigger_rules=False,
         doc_md="Skips the approval and the switch when RWS already reports the target site.",
     )
     def approval_needed(**context: Any) -> bool:
+        from include.gir_ops import failover
+
         return failover.approval_needed(context)
 
-    approve = failover.FailoverApprovalOperator(
-        task_id=failover.APPROVE_FAILOVER,
+    approve = failover_spec.FailoverApprovalOperator(
+        task_id=failover_spec.APPROVE_FAILOVER,
         subject="{{ " + _record + "['approval_subject'] }}",
         body="{{ " + _record + "['approval_body'] }}",
-        assigned_users=failover.assigned_approvers(topology),
+        assigned_users=failover_spec.assigned_approvers(topology),
         response_timeout=timedelta(minutes=settings.response_timeout_minutes),
         # No answer in time = Reject (recorded with no responding user), so the audit can tell a
         # timeout from a rejection; a Reject skips the downstream steps instead of failing this task.
-        defaults=failover.REJECT,
+        defaults=failover_spec.REJECT,
         fail_on_reject=False,
         retries=0,
         doc_md="The provider's ApprovalOperator, recording the answer for the audit. Never retried: a "
@@ -99,18 +105,20 @@ with DAG(
     )
 
     @task(
-        task_id=failover.RECHECK,
+        task_id=failover_spec.RECHECK,
         retry_delay=timedelta(seconds=10),
         doc_md="Two-person rule (approver != triggering user, approver in failover.approvers), then the "
         "site again: any change while waiting stops the run. Refusals fail at once; reads are retried.",
     )
     def recheck(**context: Any) -> None:
+        from include.gir_ops import failover
+
         failover.run_recheck(context)
 
     @task(
-        task_id=failover.SWITCH,
+        task_id=failover_spec.SWITCH,
         retries=0,
-        pool=failover.SWITCH_POOL,
+        pool=failover_spec.SWITCH_POOL,
         pool_slots=1,
         execution_timeout=timedelta(minutes=10),
         doc_md="ONE synchronous multimedia-switch POST to the first RWS that answers (target's first). "
@@ -119,11 +127,13 @@ with DAG(
         "never left or RWS answered 5xx/statusCode 4 (nothing changed). Pool gir_rws_switch (1 slot).",
     )
     def switch_eservices_site(**context: Any) -> None:
+        from include.gir_ops import failover
+
         failover.run_switch(context)
 
     verify = VerifyEServicesSiteOperator(
-        task_id=failover.VERIFY,
-        switch_task_id=failover.SWITCH,
+        task_id=failover_spec.VERIFY,
+        switch_task_id=failover_spec.SWITCH,
         rws_nodes=[{"site": dc.site, "conn_id": dc.rws_conn_id} for dc in topology.data_centers],
         dr_monitoring_delay_seconds=settings.dr_monitoring_delay_seconds,
         verify_margin_seconds=settings.verify_margin_seconds,
@@ -133,23 +143,27 @@ with DAG(
     )
 
     @task(
-        task_id=failover.AUDIT,
+        task_id=failover_spec.AUDIT,
         trigger_rule="all_done",
         retry_delay=timedelta(seconds=10),
         doc_md="Always runs: one JSON record per run under failover.audit_log (who, why, approval, every "
         "RWS answer, outcome). A retry adds a file, never overwrites one.",
     )
     def audit(**context: Any) -> dict[str, Any]:
+        from include.gir_ops import failover
+
         return failover.run_audit(context)
 
     @task(
-        task_id=failover.OUTCOME,
+        task_id=failover_spec.OUTCOME,
         trigger_rule="all_done",
         retries=0,
         doc_md="The verdict. Never retried: it only reads what the run recorded and fails the run unless "
         "the outcome is verified, already-current or dry-run; lists the follow-ups.",
     )
     def outcome(**context: Any) -> None:
+        from include.gir_ops import failover
+
         failover.run_outcome(context)
 
     chain(

@@ -9,14 +9,15 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from airflow.sdk import CronTriggerTimetable, dag, task
 
 from include.gir_ops.assets import RCS_KEYSTORE_CHECK_ASSET
-from include.gir_ops.keystore import DEFAULT_PARALLEL_READS
+from include.gir_ops.params import trigger_param
 from include.gir_ops.topology import load_topology
 
 TOPOLOGY = load_topology()
 TIMEZONE = TOPOLOGY.primary.timezone
+PARALLEL_READS = TOPOLOGY.keystore_check.parallel_reads
 
 # Hook point for alerting (see docs/gir_rcs_keystore_check.md): callables or notifiers run when a task of
 # this DAG fails, e.g. ``SmtpNotifier(to="oncall@example.com", ...)`` from the SMTP provider.
@@ -51,9 +52,10 @@ green); expired certificates are listed as "kept for old recordings", never erro
 
 **What to do when red:** read the failure message or the table in `check_replication`'s log; copy the
 reference keystore to the named instances (or restore the reference first if it is the one missing);
-trigger this DAG again. Param `parallel_reads` (default {DEFAULT_PARALLEL_READS}) sets how many keystores are
-read at once. Passwords come from the Airflow connections named by `password_conn_id`; only digests and
-metadata are ever logged or returned. Full operator docs: `docs/gir_rcs_keystore_check.md`.
+trigger this DAG again. Param `parallel_reads` (default {PARALLEL_READS}, from the topology's
+`keystore_check.parallel_reads`) sets how many keystores are read at once. Passwords come from the Airflow
+connections named by `password_conn_id`; only digests and metadata are ever logged or returned. Full
+operator docs: `docs/gir_rcs_keystore_check.md`.
 """
 
 CHECK_DOC = """
@@ -88,8 +90,8 @@ if FAILURE_NOTIFIERS:
     tags=["gir", "rcs", "keystore"],
     default_args=_default_args,
     params={
-        "parallel_reads": Param(
-            DEFAULT_PARALLEL_READS,
+        "parallel_reads": trigger_param(
+            PARALLEL_READS,
             type="integer",
             minimum=1,
             maximum=256,
@@ -109,7 +111,7 @@ def gir_rcs_keystore_check() -> None:
     def check_replication(params: Any = None, outlet_events: Any = None) -> dict[str, Any]:
         from include.gir_ops.keystore import check_replication as run_check
 
-        parallel_reads = int(params["parallel_reads"]) if params else DEFAULT_PARALLEL_READS
+        parallel_reads = int(params["parallel_reads"]) if params else PARALLEL_READS
         report = run_check(load_topology(), parallel_reads=parallel_reads)
         outlet_events[RCS_KEYSTORE_CHECK_ASSET].extra = report.asset_extra()
         return report.to_dict()

@@ -16,7 +16,6 @@ from airflow.sdk import CronDataIntervalTimetable, TriggerRule, dag, get_current
 from airflow.triggers.base import BaseTrigger  # noqa: F401
 
 from include.gir_ops.assets import speechminer_backup_asset
-from include.gir_ops.backup import ShippingRoute
 from include.gir_ops.backup_triggers import SpeechMinerBackupSensor
 from include.gir_ops.topology import load_topology
 
@@ -63,34 +62,43 @@ max_age_hours, wait_timeout_minutes, poll_seconds. Storage credentials, if a URL
 come from that Airflow connection. Full operator notes: `docs/gir_speechminer_backup_ship.md`.
 """
 
+
+def _route() -> Any:
+    """The shipping route, built inside a task: ``backup`` is too heavy to import on every DAG parse."""
+    from include.gir_ops.backup import ShippingRoute
+
+    return ShippingRoute.from_topology(TOPOLOGY)
+
+
 if TOPOLOGY.shipping is not None:
-    ROUTE = ShippingRoute.from_topology(TOPOLOGY)
-    ASSET = speechminer_backup_asset(ROUTE.to_site)
-    SOURCE_TZ = TOPOLOGY.site(ROUTE.from_site).timezone
+    SHIPPING = TOPOLOGY.shipping
+    SOURCE_ROOT = TOPOLOGY.site(SHIPPING.from_site).speechminer.index_backup
+    ASSET = speechminer_backup_asset(SHIPPING.to_site)
+    SOURCE_TZ = TOPOLOGY.site(SHIPPING.from_site).timezone
 
     @dag(
         dag_id=DAG_ID,
-        schedule=CronDataIntervalTimetable(TOPOLOGY.shipping.schedule, timezone=SOURCE_TZ),
+        schedule=CronDataIntervalTimetable(SHIPPING.schedule, timezone=SOURCE_TZ),
         start_date=pendulum.datetime(2026, 1, 1, tz=SOURCE_TZ),
         catchup=False,
         max_active_runs=1,
-        tags=["gir", "speechminer", "backup", f"site:{ROUTE.from_site}", f"site:{ROUTE.to_site}"],
+        tags=["gir", "speechminer", "backup", f"site:{SHIPPING.from_site}", f"site:{SHIPPING.to_site}"],
         default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(minutes=5)},
         doc_md=DOC_MD.format(
-            from_site=ROUTE.from_site,
-            to_site=ROUTE.to_site,
-            source_root=ROUTE.source_root,
-            destination=ROUTE.destination,
-            marker=ROUTE.ready_marker or "(none)",
+            from_site=SHIPPING.from_site,
+            to_site=SHIPPING.to_site,
+            source_root=SOURCE_ROOT,
+            destination=SHIPPING.destination,
+            marker=SHIPPING.ready_marker or "(none)",
             marker_rule=(
                 "must exist"
-                if ROUTE.ready_marker
-                else f"unset, so: nothing changed for {ROUTE.quiet_minutes:g} min"
+                if SHIPPING.ready_marker
+                else f"unset, so: nothing changed for {SHIPPING.quiet_minutes:g} min"
             ),
-            wait=ROUTE.wait_timeout_minutes,
-            keep=ROUTE.keep,
-            max_age=ROUTE.max_age_hours,
-            schedule=TOPOLOGY.shipping.schedule,
+            wait=SHIPPING.wait_timeout_minutes,
+            keep=SHIPPING.keep,
+            max_age=SHIPPING.max_age_hours,
+            schedule=SHIPPING.schedule,
             timezone=SOURCE_TZ,
             asset=ASSET.name,
         ),
@@ -98,11 +106,11 @@ if TOPOLOGY.shipping is not None:
     def gir_speechminer_backup_ship() -> None:
         wait_for_backup = SpeechMinerBackupSensor(
             task_id="wait_for_backup",
-            source_root=ROUTE.source_root,
-            ready_marker=ROUTE.ready_marker,
-            quiet_minutes=ROUTE.quiet_minutes,
-            wait_timeout_minutes=ROUTE.wait_timeout_minutes,
-            poll_seconds=ROUTE.poll_seconds,
+            source_root=SOURCE_ROOT,
+            ready_marker=SHIPPING.ready_marker,
+            quiet_minutes=SHIPPING.quiet_minutes,
+            wait_timeout_minutes=SHIPPING.wait_timeout_minutes,
+            poll_seconds=SHIPPING.poll_seconds,
             doc_md="Deferred wait for the newest backup to be complete (marker, else quiet period).",
         )
 
@@ -112,7 +120,7 @@ if TOPOLOGY.shipping is not None:
         def manifest(ready: dict[str, Any]) -> dict[str, Any]:
             from include.gir_ops import backup
 
-            return backup.manifest_task(ROUTE, ready["backup_name"])
+            return backup.manifest_task(_route(), ready["backup_name"])
 
         @task(
             doc_md="Stream into <name>.partial, hashing the source; resumes from staged files. Safe to retry."
@@ -120,7 +128,7 @@ if TOPOLOGY.shipping is not None:
         def copy(plan: dict[str, Any]) -> dict[str, Any]:
             from include.gir_ops import backup
 
-            return backup.copy_task(ROUTE, plan)
+            return backup.copy_task(_route(), plan)
 
         @task(
             outlets=[ASSET], doc_md="Read back, compare with the source hashes, write MANIFEST.json, publish."
@@ -128,7 +136,7 @@ if TOPOLOGY.shipping is not None:
         def verify_and_publish(plan: dict[str, Any], copied: dict[str, Any]) -> dict[str, Any]:
             from include.gir_ops import backup
 
-            published = backup.verify_and_publish_task(ROUTE, plan, copied)
+            published = backup.verify_and_publish_task(_route(), plan, copied)
             get_current_context()["outlet_events"][ASSET].extra = published
             return published
 
@@ -139,7 +147,7 @@ if TOPOLOGY.shipping is not None:
         def retention(plan: dict[str, Any]) -> dict[str, Any]:
             from include.gir_ops import backup
 
-            return backup.retention_task(ROUTE, plan)
+            return backup.retention_task(_route(), plan)
 
         @task(
             trigger_rule=TriggerRule.ALL_DONE, doc_md="Fail loudly when the newest verified copy is too old."
@@ -147,7 +155,7 @@ if TOPOLOGY.shipping is not None:
         def freshness() -> dict[str, Any]:
             from include.gir_ops import backup
 
-            return backup.freshness_task(ROUTE)
+            return backup.freshness_task(_route())
 
         @task(
             trigger_rule=TriggerRule.ONE_FAILED,

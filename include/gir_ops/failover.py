@@ -35,8 +35,19 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
-
+from include.gir_ops.failover_spec import (
+    APPROVE,
+    APPROVE_FAILOVER,
+    AUDIT,
+    DAG_ID,
+    MIN_REASON_LENGTH,
+    PARAM_KEYS,
+    PREFLIGHT,
+    RECHECK,
+    SWITCH,
+    VERIFY,
+    iso_utc,
+)
 from include.gir_ops.rws import (
     OPS_API,
     RetryPolicy,
@@ -50,23 +61,7 @@ from include.gir_ops.topology import Approver, DataCenter, Topology
 
 log = logging.getLogger(__name__)
 
-DAG_ID = "gir_eservices_failover"
-SWITCH_POOL = "gir_rws_switch"
-APPROVE, REJECT = "Approve", "Reject"
-PARAM_KEYS = ("target_site", "reason", "change_ticket", "dry_run")
-MIN_REASON_LENGTH = 10
 AUDIT_SCHEMA = "gir-ops/eservices-failover-audit/1"
-
-# Task ids, shared by the DAG file, the audit and the tests.
-PREFLIGHT, APPROVAL_NEEDED, APPROVE_FAILOVER = "preflight", "approval_needed", "approve_failover"
-RECHECK, SWITCH, VERIFY, AUDIT, OUTCOME = (
-    "recheck",
-    "switch_eservices_site",
-    "verify_switch",
-    "audit",
-    "outcome",
-)
-TASK_IDS = (PREFLIGHT, APPROVAL_NEEDED, APPROVE_FAILOVER, RECHECK, SWITCH, VERIFY, AUDIT, OUTCOME)
 
 # Reading the site is cheap and safe to repeat, but a dead DC must not stall pre-flight for long.
 PROBE = RetryPolicy(attempts=2, initial_backoff_seconds=0.5, max_backoff_seconds=1.0)
@@ -103,81 +98,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    return str(value)
-
-
 _USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
 
 
 def _scrub(text: str) -> str:
     """Drop any user:password@ from URLs in error text before it is stored anywhere."""
     return _USERINFO.sub("***@", text)
-
-
-# --- the trigger form --------------------------------------------------------------------------------
-
-
-def trigger_params(topology: Topology) -> dict[str, Any]:
-    """The DAG's params: a JSON schema the UI renders as the trigger form and Airflow enforces at trigger.
-
-    ``target_site`` and ``reason`` have no default: a run without them is refused when it is created
-    (HTTP 400 from the REST API / UI), so nothing can be triggered by accident with a pre-filled site.
-    """
-    from airflow.sdk import Param
-
-    return {
-        "target_site": Param(
-            type="string",
-            enum=list(topology.sites),
-            title="Target eServices site",
-            description=(
-                "The data center whose Interaction Server RWS should use (the eServices siteName). "
-                f"Switching back to the primary is the same DAG with {topology.primary_site}."
-            ),
-        ),
-        "reason": Param(
-            type="string",
-            minLength=MIN_REASON_LENGTH,
-            maxLength=2000,
-            # At least 10 characters between the first and the last non-blank one.
-            pattern=r"^\s*\S[\s\S]{8,}\S\s*$",
-            title="Reason",
-            description="Why this failover is needed; shown to the approver and kept in the audit record.",
-        ),
-        "change_ticket": Param(
-            None,
-            type=["null", "string"],
-            maxLength=200,
-            title="Change ticket",
-            description="Optional change or incident ticket, kept in the audit record.",
-        ),
-        "dry_run": Param(
-            False,
-            type="boolean",
-            title="Dry run",
-            description="Do everything except the multimedia-switch POST (pre-flight, approval, audit).",
-        ),
-    }
-
-
-def assigned_approvers(topology: Topology) -> list[dict[str, str]]:
-    """``failover.approvers`` as HITLUser dicts ({"id", "name"}); ids are Airflow user ids."""
-    return [{"id": a.id, "name": a.name or a.id} for a in _failover(topology).approvers]
-
-
-def preflight_inlets(topology: Topology) -> list[Any]:
-    """The Assets whose latest events pre-flight reads: the keystore check and the shipped backup."""
-    from include.gir_ops.assets import RCS_KEYSTORE_CHECK_ASSET, speechminer_backup_asset
-
-    inlets: list[Any] = [RCS_KEYSTORE_CHECK_ASSET]
-    if topology.shipping is not None:
-        inlets.append(speechminer_backup_asset(topology.shipping.to_site))
-    return inlets
 
 
 def _failover(topology: Topology) -> Any:
@@ -244,7 +170,7 @@ def _answer_entry(phase: str, site: str, answer: RwsAnswer) -> dict[str, Any]:
         "site": site,
         **answer.summary(),
         "tries": [dict(h) for h in answer.history],
-        "at": _iso(_now()),
+        "at": iso_utc(_now()),
     }
 
 
@@ -261,7 +187,7 @@ def _error_entry(phase: str, site: str, method: str, path: str, exc: RwsError) -
         "tries": [
             {**h, "error": _scrub(str(h["error"]))} if h.get("error") else dict(h) for h in exc.history
         ],
-        "at": _iso(_now()),
+        "at": iso_utc(_now()),
     }
 
 
@@ -389,7 +315,7 @@ def keystore_finding(
     checked_at = _event_time(event, "checked_at")
     stale_after = 2 * _cron_interval(topology.keystore_check.schedule)
     data = {
-        "checked_at": _iso(checked_at),
+        "checked_at": iso_utc(checked_at),
         "ok": extra.get("ok"),
         "reference": extra.get("reference"),
         "states": extra.get("states"),
@@ -453,7 +379,7 @@ def backup_finding(  # noqa: PLR0911 - one return per situation the approver mus
     shipped_at = _event_time(event, "shipped_at")
     data = {
         "backup_name": extra.get("backup_name"),
-        "shipped_at": _iso(shipped_at),
+        "shipped_at": iso_utc(shipped_at),
         "files": extra.get("files"),
         "bytes": extra.get("bytes"),
     }
@@ -542,35 +468,11 @@ def approval_text(record: Mapping[str, Any], topology: Topology) -> tuple[str, s
     return subject, "\n".join(lines)
 
 
-class FailoverApprovalOperator(ApprovalOperator):
-    """``ApprovalOperator`` that records the answer (XCom key ``decision``) before acting on it.
-
-    On Reject (or a timeout, which answers Reject) the base class skips the downstream steps by raising,
-    which drops its return value; the audit still has to say who rejected and when, and whether nobody
-    answered at all. Everything else is the provider's operator unchanged.
-    """
-
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        chosen = list(event.get("chosen_options") or []) if "error" not in event else []
-        if chosen and set(chosen) <= set(self.options):
-            responder = event.get("responded_by_user")
-            context["ti"].xcom_push(
-                key="decision",
-                value={
-                    "chosen_options": chosen,
-                    "responded_by_user": dict(responder) if responder else None,
-                    "responded_at": _iso(event.get("responded_at")),
-                    "timed_out": bool(event.get("timedout")),
-                },
-            )
-        return super().execute_complete(context, event)
-
-
 # --- the steps ----------------------------------------------------------------------------------------
 
 
 def _push(ti: Any, record: Mapping[str, Any]) -> None:
-    ti.xcom_push(key="record", value=json.loads(json.dumps(record, default=_iso)))
+    ti.xcom_push(key="record", value=json.loads(json.dumps(record, default=iso_utc)))
 
 
 def _fail(exc: FailoverRefused) -> Exception:
@@ -586,7 +488,7 @@ def run_preflight(context: Mapping[str, Any]) -> None:
 
     ti, dag_run = context["ti"], context["dag_run"]
     answers: list[dict[str, Any]] = []
-    record: dict[str, Any] = {"started_at": _iso(_now())}
+    record: dict[str, Any] = {"started_at": iso_utc(_now())}
     try:
         topology = load_topology()
         _failover(topology)
@@ -673,7 +575,8 @@ def authorize(
             )
         raise FailoverRefused(
             "rejected",
-            f"rejected by {_user(responder)} at {_iso(approval.get('responded_at'))}; nothing was switched",
+            f"rejected by {_user(responder)} at {iso_utc(approval.get('responded_at'))}; "
+            "nothing was switched",
         )
     if not responder:
         raise FailoverRefused("not-authorized", "an approval without an approving user; nothing was switched")
@@ -698,7 +601,7 @@ def authorize(
             f"{_user(responder)} is not in failover.approvers ({', '.join(a.id for a in approvers)}); "
             "nothing was switched",
         )
-    return {"approved_by": dict(responder), "approved_at": _iso(approval.get("responded_at"))}
+    return {"approved_by": dict(responder), "approved_at": iso_utc(approval.get("responded_at"))}
 
 
 def _user(user: Mapping[str, Any] | None) -> str:
@@ -740,7 +643,7 @@ def run_recheck(context: Mapping[str, Any]) -> None:
 
     ti, dag_run = context["ti"], context["dag_run"]
     answers: list[dict[str, Any]] = []
-    record: dict[str, Any] = {"started_at": _iso(_now())}
+    record: dict[str, Any] = {"started_at": iso_utc(_now())}
     try:
         topology = load_topology()
         preflight = ti.xcom_pull(task_ids=PREFLIGHT, key="record") or {}
@@ -768,7 +671,7 @@ def run_switch(context: Mapping[str, Any]) -> None:
 
     ti, dag_run = context["ti"], context["dag_run"]
     answers: list[dict[str, Any]] = []
-    record: dict[str, Any] = {"posted": False, "started_at": _iso(_now())}
+    record: dict[str, Any] = {"posted": False, "started_at": iso_utc(_now())}
     try:
         refuse_repeated_switch(ti.try_number)
         topology = load_topology()
@@ -961,7 +864,7 @@ def decide_outcome(  # noqa: PLR0911, PLR0912 - a decision table, read top to bo
         return Outcome(
             "rejected",
             f"rejected by {_user(approval.get('responded_by_user'))} at "
-            f"{_iso(approval.get('responded_at'))}; nothing was switched",
+            f"{iso_utc(approval.get('responded_at'))}; nothing was switched",
         )
     for refusal in (recheck.get("refused"), switch.get("refused")):
         if refusal:
@@ -1132,7 +1035,7 @@ def build_audit_record(
         decision = {
             "chosen": (approval.get("chosen_options") or [None])[0],
             "by": approval.get("responded_by_user"),
-            "at": _iso(approval.get("responded_at")),
+            "at": iso_utc(approval.get("responded_at")),
             "timed_out": bool(approval.get("timed_out")),
         }
     switched = outcome.name in ("verified", "unverified", "switch-unknown", "verify-failed")
@@ -1144,7 +1047,9 @@ def build_audit_record(
         "outcome_ok": outcome.ok,
         "detail": outcome.detail,
         "triggered_by": getattr(dag_run, "triggering_user_name", None),
-        "run_started_at": _iso(getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None)),
+        "run_started_at": iso_utc(
+            getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None)
+        ),
         "decision": decision,
         "reason": request.get("reason") or conf.get("reason"),
         "change_ticket": request.get("change_ticket") or conf.get("change_ticket"),
@@ -1176,7 +1081,7 @@ def build_audit_record(
             if target and (switched or outcome.name == "dry-run")
             else []
         ),
-        "written_at": _iso(written_at),
+        "written_at": iso_utc(written_at),
     }
 
 
@@ -1223,7 +1128,7 @@ def write_audit_record(
     path, n = base / f"{stem}.json", 2
     while path.exists():
         path, n = base / f"{stem}-{n}.json", n + 1
-    payload = json.dumps(record, indent=2, sort_keys=True, default=_iso)
+    payload = json.dumps(record, indent=2, sort_keys=True, default=iso_utc)
     with path.open("w") as handle:
         handle.write(payload)
     if json.loads(path.read_text()) != json.loads(payload):

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from include.gir_ops.topology import DEFAULT_KEYSTORE_PARALLEL_READS
+
 if TYPE_CHECKING:
     from include.gir_ops.topology import Topology
 
@@ -47,7 +49,6 @@ UNREADABLE = "unreadable"
 NOT_COMPARED = "not_compared"
 STATES = (MATCH, DRIFT, MISSING, UNREADABLE, NOT_COMPARED)
 
-DEFAULT_PARALLEL_READS = 16
 FINGERPRINT_PREFIX_HEX = 12
 READ_CHUNK_BYTES = 1024 * 1024
 # Keystores are kilobytes; a bigger file is still fingerprinted, but not held in memory to be opened.
@@ -552,7 +553,7 @@ def read_keystores(
     *,
     now: datetime,
     expiry_warning_days: int,
-    parallel_reads: int = DEFAULT_PARALLEL_READS,
+    parallel_reads: int = DEFAULT_KEYSTORE_PARALLEL_READS,
     opener: Callable[[str], BinaryIO] = open_keystore,
 ) -> dict[str, KeystoreReading]:
     """Read every keystore, ``parallel_reads`` at a time: reads wait on storage, not on the CPU."""
@@ -681,7 +682,7 @@ def compare_keystores(
     *,
     checked_at: datetime,
     password_problems: dict[str, str] | None = None,
-    parallel_reads: int = DEFAULT_PARALLEL_READS,
+    parallel_reads: int = DEFAULT_KEYSTORE_PARALLEL_READS,
     read_seconds: float = 0.0,
 ) -> KeystoreReport:
     """Give every instance exactly one state by comparing its file with the reference's."""
@@ -780,7 +781,7 @@ def log_report(report: KeystoreReport, logger: logging.Logger = log) -> None:
 def check_replication(
     topology: Topology,
     *,
-    parallel_reads: int = DEFAULT_PARALLEL_READS,
+    parallel_reads: int = DEFAULT_KEYSTORE_PARALLEL_READS,
     get_password: PasswordGetter = connection_password,
     now: datetime | None = None,
     opener: Callable[[str], BinaryIO] = open_keystore,

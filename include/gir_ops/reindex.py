@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from include.gir_ops.rws import IDEMPOTENT, REINDEX_KINDS, RetryPolicy, RwsClient, RwsError, RwsPartialSuccess
-from include.gir_ops.topology import DataCenter
+from include.gir_ops.rws import IDEMPOTENT, RetryPolicy, RwsClient, RwsError, RwsPartialSuccess
+from include.gir_ops.topology import REINDEX_KINDS, DataCenter
 from include.gir_ops.windows import (
     ReindexWindow,
     WindowError,
@@ -167,11 +167,6 @@ class ReindexPair:
         )
 
 
-def enabled_kinds(dc: DataCenter) -> tuple[str, ...]:
-    """Recordings always; screen recordings only where the DC uses screen recording."""
-    return REINDEX_KINDS if dc.rws.screen_recording else ("recordings",)
-
-
 def reindex_range(
     *,
     run_type: object,
@@ -285,7 +280,7 @@ def plan_reindex(
         now=now or datetime.now(UTC),
         latest_period=lambda moment: last_schedule_period(dc.reindex.schedule, dc.timezone, moment),
     )
-    available = enabled_kinds(dc)
+    available = dc.reindex_kinds
     kinds = parsed.kinds or available
     not_enabled = [kind for kind in kinds if kind not in available]
     if not_enabled:

@@ -17,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from include.gir_ops.topology import REINDEX_KINDS
+
 if TYPE_CHECKING:
     import requests
 
-# ``requests`` is imported where a call is made, not here: DAG files import this module for its
-# constants while the dag-processor parses them, and that import alone would double their parse time.
+# ``requests`` is imported where a call is made, not here: the failover DAG file imports this module
+# (through ``failover``) while the dag-processor parses it, and that import alone would double its parse time.
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,6 @@ RETRYABLE_STATUS_CODES = frozenset({4})
 # Codes that say the request itself is wrong or not allowed: sending it again cannot help, even when RWS
 # wraps them in an HTTP 5xx (the body's code is the more specific of the two). 7 = partial success.
 NON_RETRYABLE_STATUS_CODES = frozenset({1, 2, 3, 5, 6, 7, 10})
-REINDEX_KINDS = ("recordings", "screen-recordings")
 
 
 class RwsError(Exception):

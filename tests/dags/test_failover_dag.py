@@ -25,10 +25,10 @@ from unittest import mock
 
 import pytest
 
-from include.gir_ops import failover
+from include.gir_ops import failover_spec
 from tests.conftest import REPO_ROOT, SimulatedGir, parse_dags
 
-DAG_ID = failover.DAG_ID
+DAG_ID = failover_spec.DAG_ID
 SWITCH_PATH = "multimedia-switch"
 RUN_TIMEOUT_SECONDS = 90
 APPROVERS = [{"id": "approver", "name": "On-call approver"}, {"id": "second", "name": "Second approver"}]
@@ -205,7 +205,7 @@ class FailoverRun:
         """Block until approve_failover is awaiting input; returns the run_id."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.task_state(failover.APPROVE_FAILOVER) == "awaiting_input":
+            if self.task_state(failover_spec.APPROVE_FAILOVER) == "awaiting_input":
                 return self.dag_run().run_id
             if self._finished.is_set():
                 raise AssertionError("the run ended before asking for approval")
@@ -234,7 +234,7 @@ class FailoverRun:
     def respond(self, api: Any, user: str, option: str) -> Any:
         run_id = self.dag_run().run_id
         return api.patch(
-            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{failover.APPROVE_FAILOVER}/-1/hitlDetails",
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{failover_spec.APPROVE_FAILOVER}/-1/hitlDetails",
             json={"chosen_options": [option], "params_input": {}},
             headers=bearer(user),
         )
@@ -251,7 +251,7 @@ class FailoverRun:
         where = (
             TaskInstance.dag_id == DAG_ID,
             TaskInstance.run_id == run.run_id,
-            TaskInstance.task_id == failover.APPROVE_FAILOVER,
+            TaskInstance.task_id == failover_spec.APPROVE_FAILOVER,
         )
         with create_session() as session:
             timeout_at, start = session.execute(
@@ -307,25 +307,25 @@ def test_dag_shape_guards_against_misuse(failover_dag: Any, fast_gir: SimulatedG
 
     assert failover_dag.timetable.can_be_scheduled is False, "manual runs only"
     assert failover_dag.max_active_runs == 1
-    switch = failover_dag.get_task(failover.SWITCH)
+    switch = failover_dag.get_task(failover_spec.SWITCH)
     assert (switch.retries, switch.pool, switch.pool_slots) == (0, "gir_rws_switch", 1)
     assert "never retried" in switch.doc_md.lower()
     assert any(
-        (pool.name, pool.slots) == (failover.SWITCH_POOL, 1)
+        (pool.name, pool.slots) == (failover_spec.SWITCH_POOL, 1)
         for pool in bootstrap.pool_specs(fast_gir.topology)
     ), "the bootstrap must create the switch task's pool, or the switch is never scheduled"
-    approve = failover_dag.get_task(failover.APPROVE_FAILOVER)
+    approve = failover_dag.get_task(failover_spec.APPROVE_FAILOVER)
     assert isinstance(approve, ApprovalOperator)
     assert approve.assigned_users == APPROVERS
     assert approve.response_timeout == timedelta(minutes=1)
     assert (approve.defaults, approve.fail_on_reject, approve.retries) == (["Reject"], False, 0)
-    assert failover_dag.get_task(failover.VERIFY).retries >= 2, "verification only reads"
+    assert failover_dag.get_task(failover_spec.VERIFY).retries >= 2, "verification only reads"
     # Tasks that skip their direct downstream must not have the audit there, or it would be skipped too.
-    for skipping in (failover.APPROVAL_NEEDED, failover.APPROVE_FAILOVER):
-        assert failover.AUDIT not in failover_dag.get_task(skipping).downstream_task_ids
-    for task_id in (failover.AUDIT, failover.OUTCOME):
+    for skipping in (failover_spec.APPROVAL_NEEDED, failover_spec.APPROVE_FAILOVER):
+        assert failover_spec.AUDIT not in failover_dag.get_task(skipping).downstream_task_ids
+    for task_id in (failover_spec.AUDIT, failover_spec.OUTCOME):
         assert failover_dag.get_task(task_id).trigger_rule == "all_done"
-    assert [t.task_id for t in failover_dag.topological_sort()] == list(failover.TASK_IDS)
+    assert [t.task_id for t in failover_dag.topological_sort()] == list(failover_spec.TASK_IDS)
 
 
 # --- the happy path -----------------------------------------------------------------------------------
@@ -440,7 +440,7 @@ def test_rejection_switches_nothing_and_the_audit_names_who_rejected(
     assert no_posts(fast_gir)
     assert fast_gir.environment()["current_site"] == "DC1"
     task_states = states(dag_run)
-    assert task_states[failover.RECHECK] == task_states[failover.SWITCH] == "skipped"
+    assert task_states[failover_spec.RECHECK] == task_states[failover_spec.SWITCH] == "skipped"
     assert dag_run.state == "failed", "a rejected failover must not look like a successful one"
     [record] = audit_records(fast_gir)
     assert record["outcome"] == "rejected"
@@ -462,7 +462,7 @@ def test_no_answer_in_time_counts_as_rejection(failover_dag: Any, fast_gir: Simu
     assert 55 <= seen["configured_wait"] <= 65, "response_timeout_minutes (1) must reach the HITL request"
     assert no_posts(fast_gir)
     assert dag_run.state == "failed"
-    assert states(dag_run)[failover.SWITCH] == "skipped"
+    assert states(dag_run)[failover_spec.SWITCH] == "skipped"
     [record] = audit_records(fast_gir)
     assert record["outcome"] == "timed-out"
     assert record["decision"]["timed_out"] is True and record["decision"]["by"] is None
@@ -481,8 +481,8 @@ def test_self_approval_is_refused_and_switches_nothing(
     assert seen["answer"].status_code == 200, "Airflow accepts it: the two-person rule is ours to enforce"
     assert no_posts(fast_gir)
     task_states = states(dag_run)
-    assert task_states[failover.RECHECK] == "failed"
-    assert task_states[failover.SWITCH] == "upstream_failed"
+    assert task_states[failover_spec.RECHECK] == "failed"
+    assert task_states[failover_spec.SWITCH] == "upstream_failed"
     assert dag_run.state == "failed"
     [record] = audit_records(fast_gir)
     assert record["outcome"] == "self-approval-refused"
@@ -522,8 +522,8 @@ def test_target_already_current_asks_nobody_and_switches_nothing(
 
     assert no_posts(fast_gir)
     task_states = states(dag_run)
-    assert task_states[failover.APPROVE_FAILOVER] == "skipped", "no approval may be asked"
-    assert task_states[failover.SWITCH] == task_states[failover.VERIFY] == "skipped"
+    assert task_states[failover_spec.APPROVE_FAILOVER] == "skipped", "no approval may be asked"
+    assert task_states[failover_spec.SWITCH] == task_states[failover_spec.VERIFY] == "skipped"
     assert dag_run.state == "success"
     [record] = audit_records(fast_gir)
     assert record["outcome"] == "already-current" and record["decision"] is None
@@ -593,7 +593,7 @@ def test_dry_run_posts_nothing_and_shows_the_other_dags_findings(
     def read_request_then_approve(run: FailoverRun) -> None:
         run_id = run.wait_for_approval_request()
         seen["request"] = api.get(
-            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{failover.APPROVE_FAILOVER}/-1/hitlDetails",
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{failover_spec.APPROVE_FAILOVER}/-1/hitlDetails",
             headers=bearer("approver"),
         ).json()
         seen["answer"] = run.respond(api, "approver", "Approve")
@@ -605,7 +605,7 @@ def test_dry_run_posts_nothing_and_shows_the_other_dags_findings(
 
     assert no_posts(fast_gir)
     assert dag_run.state == "success", states(dag_run)
-    assert states(dag_run)[failover.VERIFY] == "skipped"
+    assert states(dag_run)[failover_spec.VERIFY] == "skipped"
     request = seen["request"]
     assert "DC1 → DC2 (DRY RUN)" in request["subject"]
     assert [u["id"] for u in request["assigned_users"]] == ["approver", "second"]
@@ -648,8 +648,8 @@ def test_status_code_3_on_the_switch_fails_without_retry(
     assert [len(p) for p in switch_posts(fast_gir).values()] == [0, 1, 0], "sent once, not retried"
     assert applied_switches(fast_gir) == []
     task_states = states(dag_run)
-    assert task_states[failover.SWITCH] == "failed"
-    assert task_states[failover.VERIFY] == "upstream_failed"
+    assert task_states[failover_spec.SWITCH] == "failed"
+    assert task_states[failover_spec.VERIFY] == "upstream_failed"
     assert dag_run.state == "failed"
     [record] = audit_records(fast_gir)
     assert record["outcome"] == "switch-failed"
@@ -701,7 +701,7 @@ def test_rws_that_never_reports_the_site_is_recorded_unverified(
     assert [len(p) for p in switch_posts(fast_gir).values()] == [0, 1, 0]
     assert len(applied_switches(fast_gir)) == 1
     assert dag_run.state == "failed", "an unverified switch must not look like a verified one"
-    assert states(dag_run)[failover.VERIFY] == "success"
+    assert states(dag_run)[failover_spec.VERIFY] == "success"
     [record] = audit_records(fast_gir)
     assert record["outcome"] == "unverified" and record["outcome_ok"] is False
     assert record["site_before"] is None and record["site_after"] is None

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests_mock
 
-from include.gir_ops import failover
+from include.gir_ops import failover, failover_spec
 from include.gir_ops.failover import FailoverRefused
 from include.gir_ops.failover_triggers import (
     NOT_SWITCHED,
@@ -230,7 +230,7 @@ def test_trigger_form_has_no_default_site_and_lists_the_topology_sites() -> None
     from airflow.sdk.definitions._internal.types import NOTSET
 
     topology = load_topology()
-    params = failover.trigger_params(topology)
+    params = failover_spec.trigger_params(topology)
     assert params["target_site"].value is NOTSET, "a default site could be triggered by accident"
     assert params["reason"].value is NOTSET
     assert params["target_site"].schema["enum"] == ["DC1", "DC2", "DC3"]
@@ -517,7 +517,7 @@ def test_outcome_table(steps: dict[str, Any], expected: str, ok: bool) -> None:
 
 @dataclass
 class FakeDagRun:
-    dag_id: str = failover.DAG_ID
+    dag_id: str = failover_spec.DAG_ID
     run_id: str = "manual__2026-11-20T03:00:00+00:00"
     triggering_user_name: str = "oncall"
     start_date: datetime = NOW
@@ -601,7 +601,7 @@ def approval_with_downstream() -> Any:
     from airflow.sdk import DAG
 
     with DAG("approval_unit", schedule=None):
-        approval = failover.FailoverApprovalOperator(
+        approval = failover_spec.FailoverApprovalOperator(
             task_id="approve_failover", subject="s", assigned_users=[{"id": "approver", "name": "A"}]
         )
         approval >> EmptyOperator(task_id="recheck")

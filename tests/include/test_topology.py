@@ -118,6 +118,16 @@ def test_environment_references_are_expanded(monkeypatch: pytest.MonkeyPatch) ->
             {"reference": "rcs-nowhere"},
             r"keystore_check\.reference: RCS instance 'rcs-nowhere'",
         ),
+        (
+            ("keystore_check",),
+            {"parallel_reads": 0},
+            r"keystore_check\.parallel_reads: .*greater than or equal to 1",
+        ),
+        (
+            ("keystore_check",),
+            {"parallel_reads": 1000},
+            r"keystore_check\.parallel_reads: .*less than or equal to 256",
+        ),
     ],
 )
 def test_bad_topology_names_file_key_and_fix(
@@ -169,3 +179,19 @@ def test_shipping_needs_a_source_backup_folder() -> None:
         TopologyError, match=r"shipping\.from_site: site 'DC1' has no speechminer\.index_backup"
     ):
         parse_topology(yaml.safe_dump(document), "t.yaml")
+
+
+def test_list_defaults_are_never_shared_between_data_centers() -> None:
+    """``[]`` defaults (cheaper to parse than ``default_factory=list``) still give each DC its own list."""
+    topology = parse_topology(_with(("data_centers", 0, "rws"), {}), "t.yaml")
+    first, second = topology.data_centers
+    assert first.rws.contact_centers == [] and second.rws.contact_centers == []
+    assert first.rws.contact_centers is not second.rws.contact_centers
+    first.rws.contact_centers.append("ab")
+    assert second.rws.contact_centers == []
+
+
+def test_reindex_kinds_follow_screen_recording() -> None:
+    topology = parse_topology(_with(("data_centers", 0, "rws", "screen_recording"), True), "t.yaml")
+    assert topology.data_centers[0].reindex_kinds == ("recordings", "screen-recordings")
+    assert topology.data_centers[1].reindex_kinds == ("recordings",)
