@@ -1,14 +1,16 @@
 """Benchmark 1, DAG parse cost: each DAG file against a trivial one-task TaskFlow DAG, parsed the same way.
 
-Parsed as Airflow 3.3's dag-processor does it (``airflow/dag_processing/processor.py``): the long-lived
-processor pre-imports the ``airflow.*`` modules a file imports (``parsing_pre_import_modules``), then
-forks a child per parse, which builds a ``DagBag`` of that one file and serializes its DAGs. Here one
+Parsed by Airflow 3.3's dag-processor code itself (``airflow/dag_processing/processor.py``): the
+long-lived processor pre-imports the ``airflow.*`` modules a file imports (``parsing_pre_import_modules``),
+then forks a child per parse, which runs ``_parse_file`` (the DAG stability check, a ``DagBag`` of that
+one file, the serialization of its DAGs) and sends the result to the processor in one frame. Here one
 worker process imports Airflow's dag-processor modules (what the processor holds before it forks) and
 pre-imports the ``airflow.*`` modules of every file measured (the processor's steady state), then forks
-one child per sample; the child times only ``DagBag(file)`` plus serialization. Interpreter start-up and
-the Airflow import are outside the measurement; everything a DAG file imports beyond that (our
-``include`` package and what it imports, the topology read and validation) is inside. Samples of the
-files are interleaved round by round, so load from other processes hits all files alike.
+one child per sample; the child times ``_parse_file`` plus the encoding of the result frame (not the
+socket write). Interpreter start-up and the Airflow import are outside the measurement; everything a DAG
+file imports beyond that (our ``include`` package and what it imports, the topology read and validation)
+is inside. Samples of the files are interleaved round by round, so load from other processes hits all
+files alike.
 """
 
 from __future__ import annotations
@@ -34,26 +36,37 @@ _PROBE = "probe:"
 
 # Where a DAG file's parse time goes, beyond what the trivial DAG also pays: each snippet is timed in a
 # fresh fork of the same worker, and shown against the trivial DAG (full mode only).
+_PARAM_SCHEMA = (
+    "import jsonschema; from include.gir_ops.params import ISO_WITH_OFFSET_PATTERN as P; "
+    "s = {{{dialect}'type': ['null', 'string'], 'format': 'date-time', 'pattern': P, 'title': 'From', "
+    "'description': 'Start of a custom range'}}; "
+    "[jsonschema.validate(None, s, format_checker=jsonschema.FormatChecker()) for _ in range(100)]"
+)
 PROBES = {
     "airflow.sdk dag/task decorators (the trivial DAG pays this too)": "from airflow.sdk import dag, task",
-    "include.gir_ops.topology import + load_topology()": (
+    "include.gir_ops.topology import + load_topology() (every DAG file)": (
         "from include.gir_ops.topology import load_topology; load_topology()"
     ),
     "import include.gir_ops.topology alone (its pydantic model classes)": "import include.gir_ops.topology",
-    "YAML of the topology, pure-Python SafeLoader (yaml.safe_load)": (
-        "import yaml, os; yaml.safe_load(open(os.environ['GIR_TOPOLOGY'], encoding='utf-8').read())"
-    ),
     "YAML of the topology, libyaml CSafeLoader": (
         "import yaml, os; yaml.load(open(os.environ['GIR_TOPOLOGY'], encoding='utf-8').read(), "
         "Loader=yaml.CSafeLoader)"
     ),
-    "import requests (include.gir_ops.rws defers it to the first RWS call)": "import requests",
-    "import include.gir_ops.rws": "import include.gir_ops.rws",
-    "import include.gir_ops.assets (Asset definitions)": "import include.gir_ops.assets",
-    "import include.gir_ops.failover": "import include.gir_ops.failover",
-    "import ApprovalOperator (HITL; named in the failover DAG file, so pre-imported)": (
-        "from airflow.providers.standard.operators.hitl import ApprovalOperator"
+    "100 Param schema checks as Airflow runs them, JSON Schema 2020-12 (jsonschema's default)": (
+        _PARAM_SCHEMA.format(dialect="")
     ),
+    "100 Param schema checks as Airflow runs them, draft-07 (what include.gir_ops.params declares)": (
+        _PARAM_SCHEMA.format(dialect="'$schema': 'http://json-schema.org/draft-07/schema#', ")
+    ),
+    "import include.gir_ops.failover_spec (what the failover DAG file imports)": (
+        "import include.gir_ops.failover_spec"
+    ),
+    "import include.gir_ops.failover (tasks import it when they run, not the DAG file)": (
+        "import include.gir_ops.failover"
+    ),
+    "import include.gir_ops.backup (tasks only)": "import include.gir_ops.backup",
+    "import include.gir_ops.keystore (tasks only)": "import include.gir_ops.keystore",
+    "import requests (include.gir_ops.rws defers it to the first RWS call)": "import requests",
 }
 
 TRIVIAL_DAG = '''\
@@ -79,6 +92,9 @@ bench_trivial()
 '''
 
 
+assert not any("\n" in code for code in PROBES.values()), "a probe travels to the worker as one line"
+
+
 def dag_files() -> list[Path]:
     return sorted(p for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_"))
 
@@ -92,22 +108,26 @@ def _emit(payload: dict[str, Any]) -> None:
 
 
 def _parse_once(path: str) -> dict[str, Any]:
-    """In a forked child: parse one file as the dag-processor's child does, timed."""
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.serialization.serialized_objects import DagSerialization
+    """In a forked child: what the dag-processor's child does for one file, timed."""
+    from pathlib import Path
 
+    import structlog
+    from airflow.dag_processing.processor import DagFileParseRequest, _parse_file
+    from airflow.sdk.execution_time.comms import _RequestFrame
+
+    request = DagFileParseRequest(file=path, bundle_path=Path(path).parent, bundle_name="dags-folder")
     started = time.perf_counter()
-    bag = DagBag(dag_folder=path)
+    result = _parse_file(request, structlog.get_logger(logger_name="task"))
     parsed = time.perf_counter()
-    for dag in bag.dags.values():
-        DagSerialization.to_dict(dag)
+    frame = _RequestFrame(id=0, body=result.model_dump()).as_bytes()
     done = time.perf_counter()
     return {
         "parse": parsed - started,
-        "serialize": done - parsed,
+        "encode": done - parsed,
         "total": done - started,
-        "dags": sorted(bag.dags),
-        "import_errors": {str(k): str(v)[-500:] for k, v in bag.import_errors.items()},
+        "dags": sorted(dag.dag_id for dag in result.serialized_dags),
+        "frame_bytes": len(frame),
+        "import_errors": {str(k): str(v)[-500:] for k, v in (result.import_errors or {}).items()},
     }
 
 
@@ -116,7 +136,7 @@ def _probe_once(code: str) -> dict[str, Any]:
     started = time.perf_counter()
     exec(compile(code, "<probe>", "exec"), {})
     elapsed = time.perf_counter() - started
-    return {"parse": elapsed, "serialize": 0.0, "total": elapsed, "dags": [], "import_errors": {}}
+    return {"parse": elapsed, "encode": 0.0, "total": elapsed, "dags": [], "import_errors": {}}
 
 
 def _sample_in_fork(path: str) -> dict[str, Any]:
@@ -213,11 +233,12 @@ def run(*, quick: bool = False, samples: int | None = None, files: list[Path] | 
         errors = found[0].get("import_errors") or {}
         total = median([s["total"] for s in found])
         parse = median([s["parse"] for s in found])
-        serialize = median([s["serialize"] for s in found])
+        encode = median([s["encode"] for s in found])
+        dag_count = len(found[0]["dags"])
         ratio = total / base_median if base_median > 0 else None
         figures = (
-            f"median {ms(total)} (DagBag {ms(parse)} + serialize {ms(serialize)}, "
-            f"{len(found[0]['dags'])} DAG(s)) vs trivial {ms(base_median)}; {samples} sample(s) each"
+            f"median {ms(total)} (stability check + DagBag + serialization {ms(parse)}, result frame "
+            f"{ms(encode)}; {dag_count} DAG(s)) vs trivial {ms(base_median)}; {samples} sample(s) each"
         )
         details: dict[str, object] = {
             "file": path.name,
