@@ -28,8 +28,10 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import quote
+
+from include.gir_ops.processes import DEFAULT_STOP_PLAN, Child, StopStep, start_child, tail
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -322,39 +324,10 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 # --- children ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StopStep:
-    signum: signal.Signals
-    grace: float
-    group: bool = True  # signal every process of the child's group, not only the child
-
-
-DEFAULT_STOP_PLAN = (StopStep(signal.SIGTERM, 10.0),)
 # `airflow standalone` stops its components itself on SIGINT (it sends each one SIGTERM, which they handle
 # gracefully). SIGINT to the whole group, as a terminal Ctrl-C would, hits the components and their
 # LocalExecutor workers at once and left the scheduler and triggerer hanging in tests.
 STANDALONE_STOP_PLAN = (StopStep(signal.SIGINT, 30.0, group=False), StopStep(signal.SIGTERM, 10.0))
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-    # Steps tried in turn until the child and its whole process group are gone; then SIGKILL.
-    stop_plan: tuple[StopStep, ...]
-
-    def group_alive(self) -> bool:
-        if self.process.poll() is None:
-            return True
-        try:
-            os.killpg(self.process.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
 
 
 @dataclass
@@ -376,19 +349,7 @@ class Children:
         stop_plan: tuple[StopStep, ...] = DEFAULT_STOP_PLAN,
     ) -> Child:
         log_path = self.logs / f"{log_name or name}.log"
-        log_file = log_path.open("ab")
-        log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
-        log_file.flush()
-        process = subprocess.Popen(  # noqa: S603 - fixed argv built by this script
-            list(command),
-            cwd=self.cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        child = Child(name, process, log_path, log_file, stop_plan)
+        child = start_child(name, command, env=env, cwd=self.cwd, log_path=log_path, stop_plan=stop_plan)
         self.started.append(child)
         return child
 
@@ -411,24 +372,7 @@ class Children:
             )
 
     def stop(self, child: Child) -> None:
-        for step in (*child.stop_plan, StopStep(signal.SIGKILL, 5.0)):
-            if not child.group_alive():
-                break
-            try:
-                if step.group:
-                    os.killpg(child.process.pid, step.signum)
-                elif child.process.poll() is None:
-                    child.process.send_signal(step.signum)
-                else:
-                    continue
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + step.grace
-            while time.monotonic() < deadline and child.group_alive():
-                time.sleep(0.1)
-        if child.process.poll() is None:
-            child.process.wait(5)
-        child.log_file.close()
+        child.stop()
         if child in self.started:
             self.started.remove(child)
 
@@ -444,14 +388,6 @@ class Children:
                     f"{child.name} exited unexpectedly (exit {child.process.returncode}):\n"
                     f"{tail(child.log_path)}\n(full log: {child.log_path})"
                 )
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
 def wait_until(

@@ -26,10 +26,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import requests
 import yaml
+
+from include.gir_ops.processes import Child, StopStep, start_child, tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -104,14 +106,6 @@ def wait_for(
         time.sleep(interval)
 
 
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return "    (no log)"
-    return "\n".join("    " + line for line in text.splitlines()[-lines:])
-
-
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
@@ -163,30 +157,6 @@ def default_topology() -> dict[str, Any]:
 
 
 # --- child processes ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Child:
-    name: str
-    command: list[str]
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-
-    def group_alive(self) -> bool:
-        self.process.poll()  # reap the leader: a zombie still counts as a member of its group
-        try:
-            os.killpg(self.process.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-
-def _signal_group(pgid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
 
 
 @dataclass
@@ -277,41 +247,23 @@ class EngineStack:
         return problems
 
     def _stop_children(self) -> list[str]:
-        """SIGTERM every process group, wait up to 20 s, then SIGKILL what is left."""
+        """SIGTERM every process group at once, give them 20 s together, then SIGKILL what is left."""
         problems = []
         for child in self.children.values():
-            _signal_group(child.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(c.group_alive() for c in self.children.values()):
-            time.sleep(0.2)
-        for child in self.children.values():
-            if child.group_alive():
-                problems.append(f"{child.name}: process group still alive 20 s after SIGTERM; SIGKILLed")
-                _signal_group(child.process.pid, signal.SIGKILL)
+            child.signal_group(signal.SIGTERM)
         for child in list(self.children.values()):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.process.wait(timeout=10)
-            child.log_file.close()
+            child.stop_plan = (StopStep(signal.SIGTERM, 20.0),)
+            if not child.stop():
+                problems.append(f"{child.name}: process group still alive 20 s after SIGTERM; SIGKILLed")
             del self.children[child.name]
         return problems
 
     # --- processes ------------------------------------------------------------------------------------
 
     def spawn(self, name: str, command: Sequence[str], env: Mapping[str, str] | None = None) -> Child:
-        log_path = self.logs / f"{name}.log"
-        log_file = log_path.open("ab")
-        log_file.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(command)}\n".encode())
-        log_file.flush()
-        process = subprocess.Popen(
-            list(command),
-            cwd=REPO_ROOT,
-            env=dict(env or self.env),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        child = start_child(
+            name, command, env=env or self.env, cwd=REPO_ROOT, log_path=self.logs / f"{name}.log"
         )
-        child = Child(name, list(command), process, log_path, log_file)
         self.children[name] = child
         return child
 
@@ -320,12 +272,10 @@ class EngineStack:
         try:
             code = child.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _signal_group(child.process.pid, signal.SIGKILL)
-            child.process.wait(timeout=10)
             raise EngineError(f"{name} did not finish in {timeout:.0f}s:\n{tail(child.log_path)}") from None
         finally:
-            _signal_group(child.process.pid, signal.SIGKILL)  # helpers it may have left in its group
-            child.log_file.close()
+            child.stop_plan = ()  # straight to SIGKILL: helpers it may have left in its group
+            child.stop()
             del self.children[name]
         if code != 0:
             raise EngineError(f"{name} failed (exit {code}):\n{tail(child.log_path)}")
@@ -367,7 +317,7 @@ class EngineStack:
             tree = [psutil.Process(child.process.pid), *psutil.Process(child.process.pid).children(True)]
         except psutil.NoSuchProcess:
             tree = []
-        _signal_group(child.process.pid, signal.SIGKILL)
+        child.signal_group(signal.SIGKILL)
         for proc in tree:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
