@@ -3,7 +3,7 @@ approvers and the approval operator.
 
 Kept apart from ``failover`` (the steps' logic, the RWS client), which the tasks import when they run:
 the dag-processor imports this module on every parse of ``dags/gir_eservices_failover.py``, so it
-imports nothing heavy. ``failover`` re-exports these names.
+imports nothing heavy. ``failover`` imports the ids it needs from here.
 """
 
 from __future__ import annotations
