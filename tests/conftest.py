@@ -67,11 +67,11 @@ def airflow_db() -> Path:
 # --- topology ----------------------------------------------------------------------------------------
 
 
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -174,7 +174,7 @@ def gir_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
         data_dir = tmp_path / "gir-data"
         data_dir.mkdir(exist_ok=True)
         monkeypatch.setenv("GIR_DATA_DIR", str(data_dir))
-        document = _deep_merge(topology or default_topology_dict(), overrides or {})
+        document = deep_merge(topology or default_topology_dict(), overrides or {})
         topology_path = tmp_path / f"topology-{len(started)}.yaml"
         topology_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
         monkeypatch.setenv("GIR_TOPOLOGY", str(topology_path))

@@ -32,6 +32,7 @@ import requests
 import yaml
 
 from include.gir_ops.processes import Child, StopStep, start_child, tail
+from tests.conftest import deep_merge, default_topology_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -106,16 +107,6 @@ def wait_for(
         time.sleep(interval)
 
 
-def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -149,11 +140,6 @@ TOPOLOGY_OVERRIDES: dict[str, Any] = {
         "verify_margin_seconds": 20,
     },
 }
-
-
-def default_topology() -> dict[str, Any]:
-    path = REPO_ROOT / "include" / "config" / "topology.yaml"
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 # --- child processes ---------------------------------------------------------------------------------
@@ -459,7 +445,7 @@ class EngineStack:
         return env
 
     def _write_topology(self) -> None:
-        self.topology_document = deep_merge(default_topology(), TOPOLOGY_OVERRIDES)
+        self.topology_document = deep_merge(default_topology_dict(), TOPOLOGY_OVERRIDES)
         self.topology_path.write_text(
             yaml.safe_dump(self.topology_document, sort_keys=False), encoding="utf-8"
         )
