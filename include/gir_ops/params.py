@@ -12,6 +12,7 @@ validation (REST API and UI) uses the dialect the schema names. ``make bench`` s
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,7 +26,24 @@ JSON_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 # ``windows.parse_timestamp`` (a conf sent through the CLI or REST API skips the form).
 ISO_WITH_OFFSET_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
 
+# A contact center ID as GET /api/v2/ops/contact-centers returns it (the last segment of each URI): hex
+# digits only. ONE pattern for the topology, the re-index trigger form and discovery, because the ID goes
+# into a URL path (``.../contact-centers/<id>/recordings``): nothing else may reach it ('..', '/', '%2F',
+# whitespace, control characters). At most 64 digits: room for any hex ID (a UUID has 32) while keeping
+# what is sent and logged bounded.
+CONTACT_CENTER_ID_PATTERN = r"^[0-9a-fA-F]{1,64}$"
+_CONTACT_CENTER_ID = re.compile(CONTACT_CENTER_ID_PATTERN)
+
 _NO_DEFAULT: Any = object()
+
+
+def is_contact_center_id(value: object) -> bool:
+    """True for a hex contact center ID. ``fullmatch``, because ``$`` also matches before a final newline.
+
+    JSON Schema validation in Python uses ``re.search``, so the trigger form's ``pattern`` lets
+    ``"9a4c\\n"`` through; every server-side check goes through here instead.
+    """
+    return isinstance(value, str) and _CONTACT_CENTER_ID.fullmatch(value) is not None
 
 
 def trigger_param(default: Any = _NO_DEFAULT, **schema: Any) -> Param:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from include.gir_ops.params import is_contact_center_id
 from include.gir_ops.rws import IDEMPOTENT, RetryPolicy, RwsClient, RwsError, RwsPartialSuccess
 from include.gir_ops.topology import REINDEX_KINDS, DataCenter
 from include.gir_ops.windows import (
@@ -55,7 +56,6 @@ CHECKPOINT_PREFIX = "gir_es_reindex_checkpoint"
 # How often a pair's progress is written while all goes well (it is always written on the way out).
 CHECKPOINT_FLUSH_SECONDS = 2.0
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
-_HEX_ID = re.compile(r"^[0-9a-fA-F]+$")
 
 
 class ReindexParamError(ValueError):
@@ -89,12 +89,15 @@ class ReindexParams:
         contact_centers = params.get("contact_centers") or []
         kinds = params.get("kinds") or []
         purge_old = params.get("purge_old", False)
+        # The same check as the topology's and discovery's (params.is_contact_center_id): the ID goes
+        # into the forceIndex URL path, and the form's JSON-schema pattern lets "9a4c\n" through.
         if not isinstance(contact_centers, list | tuple) or not all(
-            isinstance(cc, str) and _HEX_ID.match(cc) for cc in contact_centers
+            is_contact_center_id(cc) for cc in contact_centers
         ):
             raise ReindexParamError(
-                f"param 'contact_centers' must be a list of hexadecimal contact center IDs, got "
-                f'{contact_centers!r}; e.g. ["9a4c1e3f0b"], or [] for all of the DC\'s contact centers'
+                f"param 'contact_centers' must be a list of hexadecimal contact center IDs (1-64 hex "
+                f'digits each), got {contact_centers!r}; e.g. ["9a4c1e3f0b"], or [] for all of the DC\'s '
+                "contact centers"
             )
         if not isinstance(kinds, list | tuple) or not all(isinstance(k, str) for k in kinds):
             raise ReindexParamError(f"param 'kinds' must be a list of index kinds, got {kinds!r}")

@@ -5,13 +5,14 @@ SpeechMiner index backup and the RCS keystores live, and how failover is approve
 process, validated with a typed model, and any mistake fails DAG parsing with a message that names the
 file, the key path and the fix, because a wrong topology must never silently run against the wrong DC.
 
-``${NAME}`` and ``${NAME:-default}`` in string values are replaced from the environment, so one file
-serves the laptop stack, the compose deployment and CI without edits.
+``${GIR_NAME}`` and ``${GIR_NAME:-default}`` in string values are replaced from the environment, so one
+file serves the laptop stack, the compose deployment and CI without edits. Only ``GIR_*`` variables:
+any other name is an error, because other variables may hold secrets. YAML aliases, merge keys and
+duplicate keys are refused (see ``TopologyLoader``); storage URLs must not carry credentials.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from pathlib import Path
@@ -29,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from include.gir_ops.params import is_contact_center_id
+
 DEFAULT_TOPOLOGY_PATH = Path(__file__).resolve().parent.parent / "config" / "topology.yaml"
 TOPOLOGY_ENV_VAR = "GIR_TOPOLOGY"
 
@@ -36,7 +39,9 @@ TOPOLOGY_ENV_VAR = "GIR_TOPOLOGY"
 SUPPORTED_URL_SCHEMES = ("file", "s3", "gs", "gcs", "abfs", "az", "sftp", "smb", "hdfs", "webhdfs")
 
 _ENV_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
-_HEX_ID = re.compile(r"^[0-9a-fA-F]+$")
+# Only these are expanded: any other variable may hold a secret (AIRFLOW_CONN_* holds a connection URI
+# with its password) that would end up in a DAG's doc_md, a log line or an error.
+ENV_PREFIX = "GIR_"
 _SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -48,10 +53,10 @@ class TopologyError(ValueError):
 
 
 def _check_hex_id(value: str) -> str:
-    if not _HEX_ID.match(value):
+    if not is_contact_center_id(value):
         raise ValueError(
-            f"contact center ID {value!r} is not hexadecimal; use the hex ID that "
-            "GET /api/v2/ops/contact-centers returns at the end of each URI"
+            f"contact center ID {value!r} is not hexadecimal (1-64 hex digits, nothing else); use the hex ID "
+            "that GET /api/v2/ops/contact-centers returns at the end of each URI"
         )
     return value.lower()
 
@@ -76,7 +81,44 @@ def _check_cron(value: str) -> str:
     return value
 
 
+# A password whose '/', '?' or '#' ends the URL's authority early (user:pa/ss@host); "host:22/a@b" is a
+# port followed by a path, not a password.
+_LOOSE_URL_PASSWORD = re.compile(r"^[^:/?#@\s]*:(?!\d*(?:[/?#]|$))[^@]*@")
+# Query parameters that carry a secret (password=, token=, sig= of an Azure SAS, AccountKey=, ...).
+_URL_SECRET_QUERY = re.compile(
+    r"(?i)([?&;][^=&;#]*(?:pass|pwd|secret|token|sig|key|cred|auth)[^=&;#]*=)[^&;#]*"
+)
+
+
+def _url_credentials(value: str) -> tuple[str, str] | None:
+    """(what is wrong, the URL with the secret masked) when a storage URL carries credentials."""
+    from urllib.parse import unquote
+
+    scheme, sep, rest = value.partition("://")
+    prefix, rest = (f"{scheme}://", rest) if sep else ("", value)
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority and ":" in unquote(authority.rpartition("@")[0]):
+        masked = prefix + "***@" + rest[len(authority.rpartition("@")[0]) + 1 :]
+        return "it has a password in it ('user:password@')", _URL_SECRET_QUERY.sub(r"\1***", masked)
+    loose = _LOOSE_URL_PASSWORD.match(rest)
+    if loose:
+        masked = prefix + "***@" + rest[loose.end() :]
+        return "it has a password in it ('user:password@')", _URL_SECRET_QUERY.sub(r"\1***", masked)
+    if _URL_SECRET_QUERY.search(rest):
+        return "it carries a secret in its query string", prefix + _URL_SECRET_QUERY.sub(r"\1***", rest)
+    return None
+
+
 def _check_storage_url(value: str) -> str:
+    # Credentials first, and masked in every message: a refused URL must not leak into the error.
+    credentials = _url_credentials(value)
+    if credentials:
+        problem, masked = credentials
+        raise ValueError(
+            f"{masked!r}: {problem}; credentials never go in the topology, they belong in an Airflow "
+            "connection: write the URL as scheme://<conn_id>@<path> (ObjectStoragePath reads the login "
+            "and password from that connection) and remove the password"
+        )
     scheme, sep, rest = value.partition("://")
     if not sep or not rest:
         raise ValueError(
@@ -182,6 +224,32 @@ class DataCenter(_Strict):
         return self.reindex.pool or f"gir_rws_{self.site_slug}"
 
 
+# Which folders under the source's speechminer.index_backup are backups: a name with a date in it
+# (YYYY-MM-DD or YYYYMMDD), optionally after a prefix and before a time or tag: index-2026-11-20,
+# SMIndexBackup_20261120_0200. Never tmp, lost+found, dot-folders, latest or *.partial.
+DEFAULT_BACKUP_NAME_PATTERN = (
+    r"(?:[A-Za-z0-9][A-Za-z0-9_-]*[_-])?(?:19|20)[0-9]{2}-?(?:0[1-9]|1[0-2])-?(?:0[1-9]|[12][0-9]|3[01])"
+    r"(?:[T_-][A-Za-z0-9]+)*"
+)
+
+
+def _check_backup_name_pattern(value: str) -> str:
+    try:
+        compiled = re.compile(value)
+    except re.error as exc:
+        raise ValueError(
+            f"{value!r} is not a valid regular expression ({exc}); write a Python regex that matches a whole "
+            f"backup folder name, e.g. the default {DEFAULT_BACKUP_NAME_PATTERN!r}"
+        ) from None
+    for name in ("", ".", ".."):
+        if compiled.fullmatch(name):
+            raise ValueError(
+                f"{value!r} matches the folder name {name!r}; a backup name must be a real folder name: "
+                "tighten the pattern"
+            )
+    return value
+
+
 class ShippingSettings(_Strict):
     """Where the primary DC's SpeechMiner daily index backup is shipped, and how it is kept."""
 
@@ -195,6 +263,31 @@ class ShippingSettings(_Strict):
     max_age_hours: float = Field(default=26, gt=0)
     wait_timeout_minutes: float = Field(default=360, gt=0)
     poll_seconds: float = Field(default=60, gt=0, description="how often the deferred wait re-checks")
+    backup_name_pattern: Annotated[str, AfterValidator(_check_backup_name_pattern)] = Field(
+        default=DEFAULT_BACKUP_NAME_PATTERN,
+        description="regex (whole name) saying which folders under index_backup are backups",
+    )
+    destination_may_be_link: bool = Field(
+        default=False,
+        description="allow the destination root itself to be a symbolic link (never anything below it)",
+    )
+
+
+# How long one open or read of an RCS keystore may go unanswered (a FIFO, a hung NFS/SMB mount) before
+# that instance is reported unreadable. Bounded so that hung reads end well inside check_replication's
+# 15-minute execution_timeout and the report still comes out.
+DEFAULT_KEYSTORE_READ_TIMEOUT_SECONDS = 30.0
+MAX_KEYSTORE_READ_TIMEOUT_SECONDS = 300.0
+
+
+def _check_read_timeout(value: float) -> float:
+    if not 0 < value <= MAX_KEYSTORE_READ_TIMEOUT_SECONDS:  # also refuses nan and inf
+        raise ValueError(
+            f"read_timeout_seconds must be more than 0 and at most {MAX_KEYSTORE_READ_TIMEOUT_SECONDS:g} "
+            f"seconds, got {value!r}; fix: set how many seconds one keystore open or read may go "
+            f"unanswered (default {DEFAULT_KEYSTORE_READ_TIMEOUT_SECONDS:g})"
+        )
+    return value
 
 
 class KeystoreCheckSettings(_Strict):
@@ -202,6 +295,9 @@ class KeystoreCheckSettings(_Strict):
     reference: str | None = None
     expiry_warning_days: int = Field(default=30, ge=0)
     parallel_reads: int = Field(default=DEFAULT_KEYSTORE_PARALLEL_READS, ge=1, le=256)
+    read_timeout_seconds: Annotated[float, AfterValidator(_check_read_timeout)] = (
+        DEFAULT_KEYSTORE_READ_TIMEOUT_SECONDS
+    )
 
 
 class Approver(_Strict):
@@ -341,16 +437,28 @@ def _describe(error: Any) -> str:
     return f"{message}; fix: {fix}" if fix else message
 
 
-def _expand_env(value: Any, loc: tuple[str | int, ...], source: str) -> Any:
+def _expand_env(
+    value: Any, loc: tuple[str | int, ...], source: str, used: dict[str, str | None] | None = None
+) -> Any:
+    """Replace ``${GIR_*}`` references; ``used`` collects each variable read and its value (or None)."""
+    used = {} if used is None else used
     if isinstance(value, dict):
-        return {key: _expand_env(item, (*loc, key), source) for key, item in value.items()}
+        return {key: _expand_env(item, (*loc, key), source, used) for key, item in value.items()}
     if isinstance(value, list):
-        return [_expand_env(item, (*loc, index), source) for index, item in enumerate(value)]
+        return [_expand_env(item, (*loc, index), source, used) for index, item in enumerate(value)]
     if not isinstance(value, str):
         return value
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group("name"), match.group("default")
+        if not name.startswith(ENV_PREFIX):
+            raise TopologyError(
+                f"{source}: {_format_loc(loc)}: ${{{name}}} is not allowed: only {ENV_PREFIX}* environment "
+                "variables are expanded in a topology, because others may hold secrets (AIRFLOW_CONN_* "
+                f"holds a connection with its password); fix: put the value in a {ENV_PREFIX}* variable "
+                "or write it out"
+            )
+        used[name] = os.environ.get(name)
         if name in os.environ:
             return os.environ[name]
         if default is not None:
@@ -363,11 +471,101 @@ def _expand_env(value: Any, loc: tuple[str | int, ...], source: str) -> Any:
     return _ENV_REF.sub(replace, value)
 
 
+class _YamlRefused(ValueError):
+    """YAML that parses but that a topology refuses; the message names the key path and the line(s)."""
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_nodes(loader: Any, root: yaml.Node) -> None:
+    """Refuse aliases, merge keys and duplicate keys in the composed YAML, before anything is built.
+
+    Composing never expands an alias (it is the anchored node again), so this walk costs one step per
+    node written in the file, however large the document would become once constructed. It runs in
+    document order, so the first sight of a node is its anchor and the second is an alias.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())]
+    while stack:
+        node, loc = stack.pop()
+        if id(node) in seen:
+            raise _YamlRefused(
+                f"{_format_loc(loc)}: a YAML alias (*name) repeats the value anchored on line "
+                f"{node.start_mark.line + 1}; aliases are not allowed in a topology (a few nested aliases "
+                "make a file of a few hundred bytes expand to gigabytes); fix: write the value out"
+            )
+        seen.add(id(node))
+        children: list[tuple[yaml.Node, tuple[str | int, ...]]] = []
+        if isinstance(node, yaml.MappingNode):
+            first_mark: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                mark = key_node.start_mark
+                line = mark.line + 1
+                if key_node.tag == _MERGE_TAG:
+                    raise _YamlRefused(
+                        f"{_format_loc(loc)}: line {line}: YAML merge keys (<<) are not allowed in a "
+                        "topology; fix: write the keys out"
+                    )
+                if not isinstance(key_node, yaml.ScalarNode) or id(key_node) in seen:
+                    raise _YamlRefused(
+                        f"{_format_loc(loc)}: line {line}: a key must be a plain name, not a list, a "
+                        "mapping or an alias; fix: write the key as text"
+                    )
+                seen.add(id(key_node))
+                key = loader.construct_object(key_node)
+                if key in first_mark:
+                    where = _format_loc(loc)
+                    first = first_mark[key]
+                    lines = f"on line {first.line + 1} and again on line {line}"
+                    if first.line == mark.line:
+                        lines += f" (columns {first.column + 1} and {mark.column + 1})"
+                    raise _YamlRefused(
+                        f"duplicate key {key!r} in {'the top level' if where == '(top level)' else where}: "
+                        f"{lines}; YAML would silently keep only the last one; fix: remove one of them or "
+                        "merge them"
+                    )
+                first_mark[key] = mark
+                children.append((value_node, (*loc, key if isinstance(key, str | int) else str(key))))
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(item, (*loc, index)) for index, item in enumerate(node.value)]
+        stack.extend(reversed(children))
+
+
+_BaseSafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class TopologyLoader(_BaseSafeLoader):
+    """libyaml's safe loader (the topology is parsed on every DAG file parse) with three refusals.
+
+    * **Aliases** (``*name``): constructing nested aliases is exponential (an "alias bomb": 434 bytes
+      took 10 s and 650 MiB). A topology has no repeated block worth that risk, so any alias, and the
+      merge key ``<<`` that needs one, is refused before anything is constructed. An anchor (``&name``)
+      that nothing refers to changes nothing and is left alone.
+    * **Duplicate keys**: PyYAML keeps the last one silently, so a second ``data_centers`` would replace
+      the first (and its DAGs would vanish). Refused, naming the key and both lines.
+    * **Non-scalar keys**: a topology's keys are names.
+    """
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(self, node)
+        return self.construct_document(node)
+
+
 def parse_topology(text: str, source: str = "<topology>") -> Topology:
     """Validate topology YAML text; every error names ``source``, the key path and the fix."""
+    return _parse(text, source)[0]
+
+
+def _parse(text: str, source: str) -> tuple[Topology, dict[str, str | None]]:
+    """The topology, and the GIR_* variables its ``${...}`` read (name -> value, None when unset)."""
     try:
-        # libyaml's loader when PyYAML has it: the topology is parsed on every DAG file parse.
-        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+        raw = yaml.load(text, Loader=TopologyLoader)  # noqa: S506 (a safe loader)
+    except _YamlRefused as exc:
+        raise TopologyError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -378,9 +576,10 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
             f"{source}: not a topology: expected a YAML mapping with primary_site and data_centers, "
             f"got {type(raw).__name__}"
         )
-    raw = _expand_env(raw, (), source)
+    used: dict[str, str | None] = {}
+    raw = _expand_env(raw, (), source, used)
     try:
-        return Topology.model_validate(raw)
+        return Topology.model_validate(raw), used
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -399,20 +598,31 @@ def topology_path() -> Path:
 def load_topology(path: str | Path | None = None) -> Topology:
     """Load and validate the topology named by ``path``, $GIR_TOPOLOGY, or the default file.
 
-    Cached per file content, so each DAG file parse reads it once and an edited file is picked up.
+    Cached on what the result depends on: the file's content (read again on every call: a few KiB, so an
+    edit is picked up even when size and mtime stay the same) and the values of the GIR_* variables its
+    ``${...}`` read. A changed variable or file is parsed again; the cache never serves a stale topology.
     """
     resolved = Path(path).expanduser().resolve() if path else topology_path()
     try:
-        stat = resolved.stat()
+        text = resolved.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TopologyError(
             f"{resolved}: topology file not found; set {TOPOLOGY_ENV_VAR} to your topology file or "
             f"create {DEFAULT_TOPOLOGY_PATH}"
         ) from None
-    env_key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("GIR_",))))
-    return _load_cached(str(resolved), stat.st_mtime_ns, stat.st_size, env_key)
+    source = str(resolved)
+    cached = _CACHE.get(source)
+    if cached is not None:
+        cached_text, used, topology = cached
+        if cached_text == text and all(os.environ.get(name) == value for name, value in used):
+            return topology
+    topology, read = _parse(text, source)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[source] = (text, tuple(read.items()), topology)
+    return topology
 
 
-@functools.lru_cache(maxsize=16)
-def _load_cached(path: str, _mtime_ns: int, _size: int, _env: tuple[tuple[str, str], ...]) -> Topology:
-    return parse_topology(Path(path).read_text(encoding="utf-8"), source=path)
+# path -> (the text parsed, the GIR_* variables read with their values, the topology)
+_CACHE: dict[str, tuple[str, tuple[tuple[str, str | None], ...], Topology]] = {}
+_CACHE_SIZE = 16

@@ -160,11 +160,27 @@ def parse_timestamp(param: str, value: object) -> datetime:
             f"param {param!r}: {text!r} is not in the form YYYY-MM-DDTHH:MM[:SS[.fff]] followed by Z or "
             f"+HH:MM; write it like {_EXAMPLE}"
         )
-    return as_utc(moment)
+    try:
+        utc = as_utc(moment)
+    except (OverflowError, ValueError):
+        # 0001-01-01T00:30+01:00 parses, but its UTC time falls before year 1: not a date Python holds.
+        raise WindowError(
+            f"param {param!r}: {text!r} cannot be represented in UTC (it falls outside the years "
+            f"1-9999); check the year, e.g. {_EXAMPLE}"
+        ) from None
+    if utc < _EPOCH:
+        raise WindowError(
+            f"param {param!r}: {text!r} is before {format_utc(_EPOCH)}: RWS takes from/to as milliseconds "
+            f"since then, so it cannot be sent; check the year, e.g. {_EXAMPLE}"
+        )
+    return utc
 
 
 def manual_range(from_value: object, to_value: object, *, now: datetime) -> tuple[datetime, datetime]:
     """Validate a manual run's ``from``/``to``: a past range of at least one hour, ``to`` after ``from``.
+
+    Both ends must lie in the past: a ``to`` in the future would queue POSTs for hours that hold nothing
+    (``to=2036-...`` was 3,644 windows per pair, after a purge with ``purge_old``).
 
     Returns the range exactly as given (in UTC); widening to whole hours happens in ``split_windows``.
     """
@@ -186,6 +202,12 @@ def manual_range(from_value: object, to_value: object, *, now: datetime) -> tupl
         raise WindowError(
             f"param 'from' ({format_utc(start)}) is in the future (now is {format_utc(now)}): there is "
             "nothing to re-index yet; choose a start in the past"
+        )
+    if end > now:
+        raise WindowError(
+            f"param 'to' ({format_utc(end)}) is in the future (now is {format_utc(now)}): hours after now "
+            "hold nothing to re-index (and with purge_old the index would be deleted first); set 'to' to "
+            "now or earlier: the hour in progress is re-indexed in full, ranges widen to whole hours"
         )
     if end - start > MAX_MANUAL_RANGE:
         raise WindowError(

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from jsonschema import Draft7Validator, validators
 
-from include.gir_ops.params import ISO_WITH_OFFSET_PATTERN, JSON_SCHEMA_DIALECT, trigger_param
+from include.gir_ops.params import (
+    CONTACT_CENTER_ID_PATTERN,
+    ISO_WITH_OFFSET_PATTERN,
+    JSON_SCHEMA_DIALECT,
+    is_contact_center_id,
+    trigger_param,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_trigger_param_declares_draft_07_and_keeps_its_schema() -> None:
@@ -43,3 +54,51 @@ def test_without_a_default_the_param_is_required() -> None:
     with pytest.raises(ParamValidationError, match="No value passed"):
         site.resolve()
     assert site.resolve("DC2") == "DC2"
+
+
+# --- the one contact center ID pattern ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["9a4c1e3f0b", "ABCDEF0123", "0", "f" * 64])
+def test_hex_contact_center_ids_are_accepted(value: str) -> None:
+    assert is_contact_center_id(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "9a4c\n",
+        "9a4c\r",
+        "\n9a4c",
+        "9a 4c",
+        "..",
+        "../9a4c",
+        "9a4c/x",
+        "9a%2F4c",
+        "9a4g",
+        "f" * 65,
+        None,
+        42,
+    ],
+)
+def test_anything_else_is_refused_even_where_the_json_schema_pattern_lets_it_through(value: object) -> None:
+    """``re.search`` (what jsonschema uses) lets a trailing newline pass ``$``; the server check does not."""
+    assert not is_contact_center_id(value)
+    if value == "9a4c\n":
+        assert re.search(CONTACT_CENTER_ID_PATTERN, value)  # why the server-side check must not use it
+
+
+def test_one_contact_center_id_pattern_serves_topology_trigger_form_and_discovery() -> None:
+    """Issue 12, 4c: the hex pattern was written out three times (topology, reindex params, DAG form)."""
+    written_out = [
+        str(path.relative_to(REPO_ROOT))
+        for folder in ("include", "dags")
+        for path in sorted((REPO_ROOT / folder).rglob("*.py"))
+        if path.name != "params.py" and "0-9a-fA-F" in path.read_text(encoding="utf-8")
+    ]
+    assert written_out == []
+    from include.gir_ops import reindex, rws, topology
+
+    assert topology.is_contact_center_id is rws.is_contact_center_id is reindex.is_contact_center_id
+    assert is_contact_center_id is topology.is_contact_center_id

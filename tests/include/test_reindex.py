@@ -164,6 +164,30 @@ def test_pairs_survive_the_trip_through_xcom() -> None:
             "9a4c1e3f0b, 5d21f07c88)",
         ),
         ("DC2", "manual", {"contact_centers": ["not-hex"]}, "must be a list of hexadecimal contact center"),
+        # The form's pattern lets a trailing newline through (re.search); each would go into a URL path.
+        ("DC2", "manual", {"contact_centers": [f"{CC_A}\n"]}, "must be a list of hexadecimal contact center"),
+        ("DC2", "manual", {"contact_centers": ["../ab"]}, "must be a list of hexadecimal contact center"),
+        ("DC2", "manual", {"contact_centers": ["ab%2Fcd"]}, "must be a list of hexadecimal contact center"),
+        ("DC2", "manual", {"contact_centers": ["ab cd"]}, "must be a list of hexadecimal contact center"),
+        ("DC2", "manual", {"contact_centers": ["a" * 65]}, "(1-64 hex digits each)"),
+        (
+            "DC2",
+            "manual",
+            {"from": "2026-11-01T00:00:00Z", "to": "2036-11-01T00:00:00Z", "purge_old": True},
+            "param 'to' (2036-11-01T00:00Z) is in the future (now is 2026-11-26T02:30Z)",
+        ),
+        (
+            "DC2",
+            "manual",
+            {"from": "0001-01-01T00:30+01:00", "to": "2026-11-02T00:00:00Z"},
+            "param 'from': '0001-01-01T00:30+01:00' cannot be represented in UTC",
+        ),
+        (
+            "DC2",
+            "manual",
+            {"from": "2026-11-01T00:00:00Z", "to": "0001-01-01T00:30+01:00"},
+            "param 'to': '0001-01-01T00:30+01:00' cannot be represented in UTC",
+        ),
         ("DC2", "manual", {"kinds": ["videos"]}, "param 'kinds': unknown index kind(s) ['videos']"),
         (
             "DC3",
@@ -180,6 +204,24 @@ def test_bad_params_are_refused_before_rws_is_asked(
     discovery = Discovery(["abc1"])
     with pytest.raises(ReindexParamError, match=re.escape(expected)):
         plan(site, run_type=run_type, discovery=discovery, **params)
+    assert discovery.calls == 0
+
+
+def test_an_unrepresentable_date_fails_at_once_instead_of_being_retried() -> None:
+    """Issue 12, 5a: an OverflowError used to escape ``plan`` and Airflow retried it twice."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    discovery = Discovery(["abc1"])
+    with (
+        pytest.raises(AirflowFailException, match=r"^param 'from': '0001-01-01T00:30\+01:00' cannot be"),
+        fail_fast_unless_retryable(),
+    ):
+        plan(
+            "DC2",
+            run_type="manual",
+            discovery=discovery,
+            **{"from": "0001-01-01T00:30+01:00", "to": "2026-11-02T00:00:00Z"},
+        )
     assert discovery.calls == 0
 
 
@@ -415,6 +457,28 @@ def test_a_transient_failure_is_retried_in_the_client_and_then_left_to_airflow(
     assert caught.value.retryable is True  # passed through, so Airflow's own retries apply
     assert "(gave up after 4 attempts)" in str(caught.value)
     assert [start for start, _, _, _ in posted(gir)] == [window_start(1)] + [window_start(2)] * 4
+
+
+def test_a_tampered_pair_never_puts_its_contact_center_into_the_url(
+    gir: Any, sender: Callable[..., Any]
+) -> None:
+    """The pair comes from plan's XCom, which the REST API can overwrite: the ID is checked again."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.gir_ops.rws import RwsInvalidId
+
+    tampered = ReindexPair.from_dict(pair(1).to_dict() | {"contact_center_id": "../../genesys-environments"})
+    with pytest.raises(ReindexWindowFailed) as caught:
+        sender(tampered, MemoryCheckpoints())
+    assert isinstance(caught.value.rws_error, RwsInvalidId)
+    assert caught.value.retryable is False
+    assert (
+        "contact center ID '../../genesys-environments' from the forceIndex request is refused: it contains "
+        "a path separator ('/' or '\\')"
+    ) in str(caught.value)
+    assert gir.requests("DC2") == []  # nothing was sent at all
+    with pytest.raises(AirflowFailException), fail_fast_unless_retryable():
+        sender(tampered, MemoryCheckpoints())
 
 
 def test_a_checkpoint_of_another_plan_is_ignored(

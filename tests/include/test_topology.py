@@ -195,3 +195,217 @@ def test_reindex_kinds_follow_screen_recording() -> None:
     topology = parse_topology(_with(("data_centers", 0, "rws", "screen_recording"), True), "t.yaml")
     assert topology.data_centers[0].reindex_kinds == ("recordings", "screen-recordings")
     assert topology.data_centers[1].reindex_kinds == ("recordings",)
+
+
+# --- issue 12, section 5: what the YAML itself may do ---------------------------------------------------
+
+
+def test_a_duplicate_top_level_key_names_the_key_and_both_lines() -> None:
+    """PyYAML keeps the last one silently: a second data_centers made the first list (and its DAGs) vanish."""
+    text = (
+        "primary_site: DC1\n"
+        "data_centers:\n"
+        "  - site: DC1\n"
+        "  - site: DC2\n"
+        "    reindex: {enabled: true}\n"
+        "data_centers:\n"
+        "  - site: DC1\n"
+    )
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(text, "dup.yaml")
+    assert str(caught.value) == (
+        "dup.yaml: duplicate key 'data_centers' in the top level: on line 2 and again on line 6; YAML would "
+        "silently keep only the last one; fix: remove one of them or merge them"
+    )
+
+
+def test_a_duplicate_nested_key_names_its_path() -> None:
+    text = _with(("primary_site",), "DC1").replace("site: DC2\n", "site: DC2\n  site: DC3\n", 1)
+    with pytest.raises(
+        TopologyError, match=r"^t\.yaml: duplicate key 'site' in data_centers\[1\]: on line \d+"
+    ):
+        parse_topology(text, "t.yaml")
+    flow = "primary_site: DC1\ndata_centers: [{site: DC1, timezone: UTC, timezone: Asia/Kolkata}]\n"
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(flow, "t.yaml")
+    assert "duplicate key 'timezone' in data_centers[0]: on line 2 and again on line 2 (columns " in str(
+        caught.value
+    )
+
+
+def _alias_bomb(levels: int, width: int = 10) -> str:
+    lines = ["primary_site: DC1", "l0: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * width) + "]" for n in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_expands() -> None:
+    """Issue 12, 5d: 434 bytes took 10 s and 650 MiB. This one (a million strings once built) is refused
+    before anything is constructed, with memory bounded by the text, not by what it would expand to."""
+    import tracemalloc
+
+    bomb = _alias_bomb(6)
+    assert len(bomb) < 434
+    tracemalloc.start()
+    try:
+        with pytest.raises(TopologyError) as caught:
+            parse_topology(bomb, "bomb.yaml")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value) == (
+        "bomb.yaml: l1[0]: a YAML alias (*name) repeats the value anchored on line 2; aliases are not "
+        "allowed in a topology (a few nested aliases make a file of a few hundred bytes expand to "
+        "gigabytes); fix: write the value out"
+    )
+    assert peak < 2 * 1024 * 1024  # constructed, 10**6 strings would need far more than this
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "primary_site: DC1\ndata_centers:\n  - &dc {site: DC1}\n  - *dc\n",
+            "data_centers[1]: a YAML alias (*name) repeats the value anchored on line 3",
+        ),
+        (
+            "primary_site: &p DC1\ndata_centers:\n  - site: *p\n",
+            "data_centers[0].site: a YAML alias (*name) repeats the value anchored on line 1",
+        ),
+        (
+            "primary_site: DC1\ndata_centers:\n  - <<: {site: DC1}\n",
+            "data_centers[0]: line 3: YAML merge keys (<<) are not allowed in a topology",
+        ),
+        (
+            "primary_site: DC1\n? [a, b]\n: 1\n",
+            "(top level): line 2: a key must be a plain name, not a list, a mapping or an alias",
+        ),
+    ],
+)
+def test_aliases_merge_keys_and_complex_keys_are_refused(text: str, expected: str) -> None:
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(text, "t.yaml")
+    assert str(caught.value).startswith(f"t.yaml: {expected}")
+
+
+def test_an_anchor_nothing_refers_to_is_harmless() -> None:
+    text = "primary_site: DC1\ndata_centers:\n  - &first {site: DC1}\n"
+    assert parse_topology(text, "t.yaml").sites == ["DC1"]
+
+
+# --- ${NAME}: GIR_* only, and the cache follows the variables -------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["AIRFLOW_CONN_GIR_RWS_DC2", "HOME", "gir_data_dir", "PATH"])
+def test_only_gir_variables_are_expanded(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    secret = "http://ops:Secret-Ops-Password-93@rws:8090"
+    monkeypatch.setenv(name, secret)
+    text = _with(("data_centers", 0, "rws", "conn_id"), f"${{{name}}}")
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(text, "t.yaml")
+    assert str(caught.value) == (
+        f"t.yaml: data_centers[0].rws.conn_id: ${{{name}}} is not allowed: only GIR_* environment variables "
+        "are expanded in a topology, because others may hold secrets (AIRFLOW_CONN_* holds a connection with "
+        "its password); fix: put the value in a GIR_* variable or write it out"
+    )
+    assert secret not in str(caught.value)
+    with pytest.raises(TopologyError, match=re.escape(f"${{{name}}} is not allowed")):
+        parse_topology(_with(("data_centers", 0, "rws", "conn_id"), f"${{{name}:-x}}"), "t.yaml")
+
+
+def test_a_changed_gir_variable_is_never_served_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(_with(("shipping", "destination"), "file://${GIR_REPLICA_DIR}/r"), encoding="utf-8")
+    monkeypatch.setenv("GIR_REPLICA_DIR", "/srv/one")
+    assert load_topology(path).shipping.destination == "file:///srv/one/r"
+    monkeypatch.setenv("GIR_REPLICA_DIR", "/srv/two")
+    assert load_topology(path).shipping.destination == "file:///srv/two/r"
+    monkeypatch.setenv("GIR_UNRELATED", "x")  # a variable the file does not use: still served from the cache
+    assert load_topology(path) is load_topology(path)
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_picked_up(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "t.yaml"
+    path.write_text(_with(("primary_site",), "DC1"), encoding="utf-8")
+    stat = path.stat()
+    assert load_topology(path).primary_site == "DC1"
+    path.write_text(_with(("primary_site",), "DC2"), encoding="utf-8")  # same length
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert load_topology(path).primary_site == "DC2"
+
+
+# --- credentials never in a storage URL -----------------------------------------------------------------
+
+PASSWORD = "Pa55-Not-In-Topology"
+
+URL_KEYS = [
+    ("data_centers", 0, "speechminer", "index_backup"),
+    ("shipping", "destination"),
+    ("failover", "audit_log"),
+    ("data_centers", 1, "rcs"),
+]
+
+
+def _url_at(path: tuple[str | int, ...], url: str) -> tuple[str, str]:
+    """(YAML text with ``url`` at the key, the key path an error names)."""
+    if path[-1] == "rcs":
+        return _with(path, [{"name": "rcs-x", "keystore": url}]), r"data_centers\[1\]\.rcs\[0\]\.keystore"
+    return _with(path, url), re.escape(".".join(str(p) for p in path)).replace(r"\.0\.", r"\[0\]\.")
+
+
+@pytest.mark.parametrize("path", URL_KEYS)
+@pytest.mark.parametrize(
+    ("url", "masked", "problem"),
+    [
+        (f"sftp://gir:{PASSWORD}@backup.example/replica", "sftp://***@backup.example/replica", "password"),
+        (f"sftp://gir:{PASSWORD}/x@backup.example/replica", "sftp://***@backup.example/replica", "password"),
+        (f"sftp://gir%3A{PASSWORD}@backup.example/r", "sftp://***@backup.example/r", "password"),
+        (f"smb://CORP;gir:{PASSWORD}@nas/share", "smb://***@nas/share", "password"),
+        (f"sftp://gir:{PASSWORD}@b@host/r", "sftp://***@host/r", "password"),
+        (
+            f"abfs://c@acct.dfs.core.windows.net/r?sv=1&sig={PASSWORD}",
+            "abfs://c@acct.dfs.core.windows.net/r?sv=1&sig=***",
+            "query",
+        ),
+    ],
+)
+def test_credentials_in_a_storage_url_are_refused_naming_the_key_and_never_shown(
+    path: tuple[str | int, ...], url: str, masked: str, problem: str
+) -> None:
+    text, key = _url_at(path, url)
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(text, "t.yaml")
+    message = str(caught.value)
+    assert re.search(rf"^  {key}: '{re.escape(masked)}': it ", message, re.MULTILINE), message
+    assert (
+        "a password in it ('user:password@')" if problem == "password" else "a secret in its query"
+    ) in message
+    assert "credentials never go in the topology, they belong in an Airflow connection" in message
+    assert "scheme://<conn_id>@<path>" in message
+    assert PASSWORD not in message
+
+
+def test_credentials_from_a_gir_variable_are_refused_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIR_REPLICA", f"sftp://gir:{PASSWORD}@backup.example/replica")
+    with pytest.raises(TopologyError, match=r"shipping\.destination: 'sftp://\*\*\*@backup") as caught:
+        parse_topology(_with(("shipping", "destination"), "${GIR_REPLICA}"), "t.yaml")
+    assert PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sftp://gir_sftp_backup@backup.example/replica",  # ObjectStoragePath's scheme://<conn_id>@<path>
+        "s3://aws_rcs_dc2@bucket/rcs-a/keystore.p12",
+        "abfs://container@account.dfs.core.windows.net/replica",
+        "sftp://backup.example:22/replica@2026",  # a port, then an '@' in the path
+        "file:///var/lib/gir/a:b@c",
+    ],
+)
+def test_urls_without_credentials_stay_accepted(url: str) -> None:
+    assert parse_topology(_with(("shipping", "destination"), url), "t.yaml").shipping.destination == url

@@ -208,10 +208,57 @@ def test_bad_manual_ranges_are_refused_with_the_fix(from_value: str, to_value: s
         manual_range(from_value, to_value, now=NOW)
 
 
-def test_a_range_that_started_but_ends_in_the_future_is_allowed() -> None:
-    """Hours beyond now hold nothing yet; refusing would make "re-index up to now" awkward to type."""
-    start, end = manual_range("2026-11-25T00:00:00Z", "2026-11-27T00:00:00Z", now=NOW)
-    assert (start, end) == (utc(2026, 11, 25), utc(2026, 11, 27))
+@pytest.mark.parametrize(
+    ("to_value", "shown"),
+    [
+        ("2036-11-20T00:00:00Z", "2036-11-20T00:00Z"),  # the issue's case: 3,644 windows per pair
+        ("2026-11-27T00:00:00Z", "2026-11-27T00:00Z"),
+        ("2026-11-26T02:31:00Z", "2026-11-26T02:31Z"),  # one minute ahead is still the future
+    ],
+)
+def test_a_range_that_ends_in_the_future_is_refused_naming_to(to_value: str, shown: str) -> None:
+    """Issue 12, 5a: ``to=2036-...`` was accepted (with purge_old, a purge first, then 3,644 windows)."""
+    with pytest.raises(WindowError) as caught:
+        manual_range("2026-11-25T00:00:00Z", to_value, now=NOW)
+    assert str(caught.value) == (
+        f"param 'to' ({shown}) is in the future (now is 2026-11-26T02:30Z): hours after now hold nothing to "
+        "re-index (and with purge_old the index would be deleted first); set 'to' to now or earlier: the "
+        "hour in progress is re-indexed in full, ranges widen to whole hours"
+    )
+
+
+def test_a_range_that_ends_now_is_allowed() -> None:
+    """ "Up to now" is typed as now (any offset); widening then covers the hour in progress in full."""
+    assert manual_range("2026-11-25T00:00:00Z", "2026-11-26T03:30:00+01:00", now=NOW) == (
+        utc(2026, 11, 25),
+        NOW,
+    )
+
+
+@pytest.mark.parametrize("param", ["from", "to"])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Valid ISO text whose UTC time is before year 1: an OverflowError retried twice before.
+        ("0001-01-01T00:30+01:00", "cannot be represented in UTC (it falls outside the years 1-9999)"),
+        ("9999-12-31T23:30-01:00", "cannot be represented in UTC (it falls outside the years 1-9999)"),
+        ("1969-12-31T23:00:00Z", "is before 1970-01-01T00:00Z: RWS takes from/to as milliseconds since then"),
+    ],
+)
+def test_dates_rws_cannot_take_are_param_errors_naming_the_field(param: str, text: str, message: str) -> None:
+    with pytest.raises(WindowError) as caught:
+        parse_timestamp(param, text)
+    assert str(caught.value).startswith(f"param {param!r}: {text!r} {message}")
+    assert "check the year" in str(caught.value)
+
+
+def test_an_unrepresentable_from_fails_manual_range_as_a_window_error() -> None:
+    with pytest.raises(WindowError, match=r"^param 'from': '0001-01-01T00:30\+01:00' cannot be represented"):
+        manual_range("0001-01-01T00:30+01:00", "2026-11-20T00:00:00Z", now=NOW)
+    assert manual_range("1970-01-01T00:00:00Z", "1970-01-01T01:00:00Z", now=NOW) == (
+        utc(1970, 1, 1),
+        utc(1970, 1, 1, 1),
+    )
 
 
 def test_utc_labels_are_short_and_keep_what_matters() -> None:
