@@ -35,7 +35,8 @@ Tasks, in order:
   `{marker}` {marker_rule}. Fails at once when there is no backup folder at all; after {wait:g} min it
   fails naming the folder, what is missing and the last change.
 - `manifest`: lists every file (path, size, mtime); refuses symlinks, special files and names escaping the
-  folder (names them); re-verifies a copy already at `{to_site}` and re-ships only damaged files.
+  folder (names them); re-verifies a copy already at `{to_site}` and re-ships only damaged files. A copy
+  whose source changed stays published until the new one is verified, then is swapped.
 - `copy`: streams into `<name>.partial/`, the source SHA-256 computed while copying; logs bytes, percent
   and MB/s every 10 s; a rerun keeps what is already staged. Skipped when already present.
 - `verify_and_publish`: reads the staged copy back, compares size + SHA-256 of every file (a difference
@@ -48,6 +49,11 @@ Tasks, in order:
 - `fail_run_if_shipping_failed`: makes the run red when a shipping task failed (freshness is the other
   leaf and would otherwise decide the run's state alone).
 
+**Never escaped, never swallowed**: a symbolic link anywhere at the destination (staging, published copy,
+retention candidates, the destination itself unless `destination_may_be_link`) fails the task naming it and
+is never followed, written or deleted through; a failed fsync, close or rename fails the task naming the file
+and publishes nothing. Only folders matching `backup_name_pattern` (`{pattern}`) are backups.
+
 **Readers** trust `<destination>/<name>/` only when `MANIFEST.json` exists and its entries match the files;
 `*.partial` folders are never complete. A backup already present and verified is not copied again (copy and
 verify are *skipped*, no new Asset event).
@@ -58,8 +64,9 @@ the staged files. Backfills make no sense here (each run ships the newest backup
 run at a time.
 
 **Topology** (`shipping`): from_site, to_site, destination, keep, schedule, ready_marker, quiet_minutes,
-max_age_hours, wait_timeout_minutes, poll_seconds. Storage credentials, if a URL is `scheme://conn_id@...`,
-come from that Airflow connection. Full operator notes: `docs/gir_speechminer_backup_ship.md`.
+max_age_hours, wait_timeout_minutes, poll_seconds, backup_name_pattern, destination_may_be_link. Storage
+credentials, if a URL is `scheme://conn_id@...`, come from that Airflow connection. Full operator notes:
+`docs/gir_speechminer_backup_ship.md`.
 """
 
 
@@ -93,7 +100,10 @@ if TOPOLOGY.shipping is not None:
             marker_rule=(
                 "must exist"
                 if SHIPPING.ready_marker
-                else f"unset, so: nothing changed for {SHIPPING.quiet_minutes:g} min"
+                else (
+                    f"unset, so: nothing (files or folders) changed for {SHIPPING.quiet_minutes:g} min and "
+                    "two scans that far apart listed the same files"
+                )
             ),
             wait=SHIPPING.wait_timeout_minutes,
             keep=SHIPPING.keep,
@@ -101,6 +111,7 @@ if TOPOLOGY.shipping is not None:
             schedule=SHIPPING.schedule,
             timezone=SOURCE_TZ,
             asset=ASSET.name,
+            pattern=SHIPPING.backup_name_pattern,
         ),
     )
     def gir_speechminer_backup_ship() -> None:
@@ -111,6 +122,7 @@ if TOPOLOGY.shipping is not None:
             quiet_minutes=SHIPPING.quiet_minutes,
             wait_timeout_minutes=SHIPPING.wait_timeout_minutes,
             poll_seconds=SHIPPING.poll_seconds,
+            backup_name_pattern=SHIPPING.backup_name_pattern,
             doc_md="Deferred wait for the newest backup to be complete (marker, else quiet period).",
         )
 

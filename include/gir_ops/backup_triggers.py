@@ -5,6 +5,11 @@
 backup is complete or the absolute deadline (``shipping.wait_timeout_minutes`` after the first check)
 passes. The deadline travels with the trigger, so a triggerer restart does not extend the wait.
 
+Without a ready marker a backup is complete only when two scans ``quiet_minutes`` apart list the same
+names, sizes and mtimes (see ``backup.backup_readiness``). The worker's first scan travels to the trigger
+as ``baseline`` (a few plain fields), so the trigger compares its first poll with it; after a triggerer
+restart the comparison simply starts again from that baseline.
+
 The triggerer imports the trigger as ``include.gir_ops.backup_triggers.BackupReadyTrigger``.
 """
 
@@ -19,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from include.gir_ops.topology import DEFAULT_BACKUP_NAME_PATTERN
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from include.gir_ops.backup import Readiness
+    from include.gir_ops.backup import Readiness, ScanState
 
 TRIGGER_CLASSPATH = "include.gir_ops.backup_triggers.BackupReadyTrigger"
 
@@ -69,6 +76,8 @@ class BackupReadyTrigger(BaseTrigger):
         poll_seconds: float,
         deadline: float,
         wait_minutes: float,
+        backup_name_pattern: str = DEFAULT_BACKUP_NAME_PATTERN,
+        baseline: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.source_root = source_root
@@ -77,6 +86,8 @@ class BackupReadyTrigger(BaseTrigger):
         self.poll_seconds = poll_seconds
         self.deadline = deadline
         self.wait_minutes = wait_minutes
+        self.backup_name_pattern = backup_name_pattern
+        self.baseline = baseline
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -88,6 +99,8 @@ class BackupReadyTrigger(BaseTrigger):
                 "poll_seconds": self.poll_seconds,
                 "deadline": self.deadline,
                 "wait_minutes": self.wait_minutes,
+                "backup_name_pattern": self.backup_name_pattern,
+                "baseline": self.baseline,
             },
         )
 
@@ -95,6 +108,9 @@ class BackupReadyTrigger(BaseTrigger):
         from include.gir_ops import backup
 
         readiness: Readiness | None = None
+        previous: Readiness | ScanState | None = (
+            backup.ScanState.from_dict(self.baseline) if self.baseline else None
+        )
         last_error: str | None = None
         polls = 0
         while True:
@@ -106,8 +122,10 @@ class BackupReadyTrigger(BaseTrigger):
                     self.source_root,
                     ready_marker=self.ready_marker,
                     quiet_seconds=self.quiet_seconds,
-                    previous=readiness,
+                    previous=previous,
+                    name_pattern=self.backup_name_pattern,
                 )
+                previous = readiness
                 last_error = None
             except backup.BackupNotFound as exc:
                 yield TriggerEvent({"status": "missing", "message": str(exc), "polls": polls})
@@ -146,6 +164,7 @@ class SpeechMinerBackupSensor(BaseSensorOperator):
         quiet_minutes: float,
         wait_timeout_minutes: float,
         poll_seconds: float,
+        backup_name_pattern: str = DEFAULT_BACKUP_NAME_PATTERN,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poll_seconds, timeout=wait_timeout_minutes * 60, **kwargs)
@@ -154,6 +173,8 @@ class SpeechMinerBackupSensor(BaseSensorOperator):
         self.quiet_minutes = quiet_minutes
         self.wait_timeout_minutes = wait_timeout_minutes
         self.poll_seconds = poll_seconds
+        self.backup_name_pattern = backup_name_pattern
+        self._previous: Readiness | None = None
 
     def _check(self) -> Readiness:
         from airflow.sdk.exceptions import AirflowFailException
@@ -161,14 +182,32 @@ class SpeechMinerBackupSensor(BaseSensorOperator):
         from include.gir_ops import backup
 
         try:
-            return backup.backup_readiness(
-                self.source_root, ready_marker=self.ready_marker, quiet_seconds=self.quiet_minutes * 60
+            readiness = backup.backup_readiness(
+                self.source_root,
+                ready_marker=self.ready_marker,
+                quiet_seconds=self.quiet_minutes * 60,
+                previous=self._previous,
+                name_pattern=self.backup_name_pattern,
             )
         except backup.BackupNotFound as exc:
             raise AirflowFailException(str(exc)) from exc
+        self._previous = readiness
+        return readiness
 
     def poke(self, context: Context) -> PokeReturnValue:
-        """The non-deferred check, for use with ``mode="reschedule"``."""
+        """The non-deferred check (``mode="poke"``: the scans of one process are compared).
+
+        Not for ``mode="reschedule"`` without a ready marker: every reschedule is a new process, so two
+        scans could never be compared and the backup would never count as complete.
+        """
+        from airflow.sdk.exceptions import AirflowFailException
+
+        if self.mode == "reschedule" and not self.ready_marker:
+            raise AirflowFailException(
+                "SpeechMinerBackupSensor in mode='reschedule' needs shipping.ready_marker: without it "
+                "completeness compares two scans, which a rescheduled sensor cannot keep; use the "
+                "deferrable execute (the default) or poke mode"
+            )
         readiness = self._check()
         self.log.info("%s", readiness.describe())
         return PokeReturnValue(readiness.complete, {**readiness.as_event(), "deferred": False})
@@ -193,6 +232,8 @@ class SpeechMinerBackupSensor(BaseSensorOperator):
                 poll_seconds=self.poll_seconds,
                 deadline=deadline,
                 wait_minutes=self.wait_timeout_minutes,
+                backup_name_pattern=self.backup_name_pattern,
+                baseline=readiness.scan_state().as_dict(),
             ),
             method_name="execute_complete",
             # Backstop only: the trigger reports its own, more helpful, timeout first.

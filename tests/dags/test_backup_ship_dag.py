@@ -504,3 +504,69 @@ def test_the_schedule_is_the_topology_cron_in_the_source_dc_timezone(
         speechminer_backup_asset("DC1").name
     ]
     assert dag.max_active_runs == 1 and dag.catchup is False
+
+
+# --- issue 12 ------------------------------------------------------------------------------------------
+
+
+def test_a_backup_copied_with_old_mtimes_is_shipped_only_after_two_matching_scans(
+    shipping_factory: Callable[..., Shipping],
+) -> None:
+    """No marker, and every file and folder keeps an old mtime (cp -p, robocopy): one look is not enough."""
+    ship = shipping_factory(ready_marker=None, quiet_minutes=0.02)  # 1.2 s
+    (newest,) = ship.generate()
+    old = min(p.stat().st_mtime for p in newest.rglob("*") if p.is_file())  # SpeechMiner's backup window
+    for path in [*newest.rglob("*"), newest]:
+        os.utime(path, (old, old))
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "success", states(dag_run)
+    ready = xcom(dag_run, "wait_for_backup")
+    assert ready["deferred"] is True, "complete only after a second scan, in the triggerer"
+    assert ready["polls"] >= 1
+    assert "the same listing on two scans" in ready["reason"]
+    assert (ship.destination / newest.name / "MANIFEST.json").exists()
+
+
+def test_a_link_at_the_staging_name_fails_the_run_and_the_linked_folder_is_untouched(
+    shipping_factory: Callable[..., Shipping], logs: Logs, tmp_path: Path
+) -> None:
+    ship = shipping_factory()
+    (newest,) = ship.generate()
+    elsewhere = tmp_path / "another-application"
+    elsewhere.mkdir()
+    (elsewhere / "sentinel.txt").write_text("must stay")
+    (elsewhere / "data.bin").write_bytes(b"not a file of any backup")
+    ship.destination.mkdir(parents=True)
+    (ship.destination / f"{newest.name}.partial").symlink_to(elsewhere, target_is_directory=True)
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "failed"
+    assert states(dag_run)["manifest"] == "failed"
+    assert states(dag_run)["copy"] == "upstream_failed"
+    assert f"{newest.name}.partial (staging folder) is a symbolic link to {elsewhere}" in logs.text()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["data.bin", "sentinel.txt"]
+    assert (elsewhere / "sentinel.txt").read_text() == "must stay"
+    assert sorted(p.name for p in ship.destination.iterdir()) == [f"{newest.name}.partial"]
+
+
+def test_folders_that_are_not_backups_are_never_shipped(
+    shipping_factory: Callable[..., Shipping], logs: Logs
+) -> None:
+    ship = shipping_factory()
+    (newest,) = ship.generate()
+    forged = "index-2099-01-01\n2099-01-01T03:30:00 INFO shipping succeeded"
+    for junk in ("tmp", "lost+found", ".snapshot", forged):
+        (ship.source / junk).mkdir()
+        (ship.source / junk / DEFAULT_READY_MARKER).write_bytes(b"")
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "success", states(dag_run)
+    assert xcom(dag_run, "wait_for_backup")["backup_name"] == newest.name
+    assert sorted(p.name for p in ship.destination.iterdir()) == [newest.name]
+    text = logs.text()
+    assert "index-2099-01-01\\x0a2099-01-01T03:30:00" in text
+    assert "\n2099-01-01T03:30:00 INFO" not in text
