@@ -44,9 +44,12 @@ Tasks:
 - `enforce_replication` fails the run when any instance is not `match`, naming each one and why, so
   failure alerting fires.
 
-States: `match`, `drift` (bytes differ; which aliases were added/missing, which certificates changed),
-`missing`, `unreadable` (permission denied, truncated, corrupt, wrong password: **not** drift), and
+States: `match`, `drift` (bytes differ; which aliases were added/missing, which certificates changed,
+which private keys are missing: every private key of a PKCS12 file counts), `missing`, `unreadable`
+(permission denied, truncated, corrupt, wrong password, or "no answer within
+{TOPOLOGY.keystore_check.read_timeout_seconds:g} s" from a hung mount: **not** drift), and
 `not_compared` when the reference itself is missing or unreadable ("nothing to compare against").
+A keystore that never answers cannot hold the check up: the report and the asset event still come out.
 Certificates expiring within {TOPOLOGY.keystore_check.expiry_warning_days} days are warnings (run stays
 green); expired certificates are listed as "kept for old recordings", never errors.
 
@@ -62,7 +65,8 @@ CHECK_DOC = """
 Reads every RCS keystore in parallel, fingerprints and compares it with the reference, logs the table and
 JSON, returns the report and records the asset event (ok true or false). It succeeds whatever it finds,
 so the latest result is always recorded; it fails only when the check itself cannot run, and is then
-retried (reading is side-effect free).
+retried (reading is side-effect free). An open or read that does not answer within
+`keystore_check.read_timeout_seconds` makes that instance unreadable; the task never waits for it.
 """
 
 ENFORCE_DOC = """

@@ -10,10 +10,12 @@ Every instance ends in exactly one state:
 
 - ``match``: the same bytes as the reference.
 - ``drift``: other bytes; the detail says the sizes, digest prefixes and (when both were opened) which
-  aliases were added or are missing and which certificates changed.
+  aliases were added or are missing, which certificates changed and which private keys are missing
+  (every private key of the file counts, not only the first one).
 - ``missing``: the file does not exist.
 - ``unreadable``: it exists but cannot be read or opened (permission denied, a directory, empty,
-  truncated, corrupt, wrong password). A read error is never reported as drift.
+  truncated, corrupt, wrong password), or an open or read did not answer within
+  ``keystore_check.read_timeout_seconds`` (a hung mount, a FIFO). A read error is never reported as drift.
 - ``not_compared``: only when the reference itself is missing or unreadable, for instances that could
   be read: there is nothing to compare them against, and the check fails.
 
@@ -29,13 +31,13 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from include.gir_ops.topology import DEFAULT_KEYSTORE_PARALLEL_READS
+from include.gir_ops.topology import DEFAULT_KEYSTORE_PARALLEL_READS, DEFAULT_KEYSTORE_READ_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
     from include.gir_ops.topology import Topology
@@ -361,15 +363,21 @@ def read_keystore(
     expiry_warning_days: int,
     opener: Callable[[str], BinaryIO] = open_keystore,
     cache: OpenedKeystores | None = None,
+    progress: ReadProgress | None = None,
 ) -> KeystoreReading:
     """Fingerprint one keystore (streamed SHA-256 and size) and list its entries when it can be opened.
 
     Never raises: every failure becomes ``missing`` or an ``error`` reason on the reading. The bytes stay
-    in this function.
+    in this function. ``progress`` is told when each open and read answers and when the storage part is
+    over, so that ``read_keystores`` can give up on a read that never answers.
     """
     reading = KeystoreReading(target=target)
     started = time.monotonic()
-    data = _stream(reading, opener)
+    progress = progress or ReadProgress()
+    try:
+        data = _stream(reading, opener, progress)
+    finally:
+        progress.storage_done()
     if data is not None:
         _inspect(
             reading,
@@ -384,7 +392,9 @@ def read_keystore(
     return reading
 
 
-def _stream(reading: KeystoreReading, opener: Callable[[str], BinaryIO]) -> _Content | None:
+def _stream(
+    reading: KeystoreReading, opener: Callable[[str], BinaryIO], progress: ReadProgress
+) -> _Content | None:
     """Hash the file in chunks; keep its bytes only when small enough to open. None on a read error."""
     url = reading.target.url
     digest = hashlib.sha256()
@@ -393,7 +403,9 @@ def _stream(reading: KeystoreReading, opener: Callable[[str], BinaryIO]) -> _Con
     head = b""
     try:
         with opener(url) as handle:
+            progress.answered()
             while chunk := handle.read(READ_CHUNK_BYTES):
+                progress.answered()
                 head = head or chunk[:16]
                 digest.update(chunk)
                 size += len(chunk)
@@ -507,17 +519,20 @@ def _open_pkcs12(
     except Exception as exc:  # an unsupported algorithm inside the keystore, etc.
         return [], f"cannot open PKCS12 ({type(exc).__name__})"
 
-    certificates = []
-    if store.cert is None and store.key is not None:
-        certificates.append(CertificateInfo("(private key without certificate)", True, "-", "-", "valid", 0))
     entries = [(store.cert, store.key is not None)] if store.cert is not None else []
     entries += [(extra, False) for extra in store.additional_certs]
+    entries, key_only = _private_key_owners(data, password, entries)
+    if store.cert is None and store.key is not None and not key_only:
+        key_only = ["(private key without certificate)"]
     seen: dict[str, int] = {}
-    for entry, has_key in entries:
-        alias = (entry.friendly_name or b"").decode("utf-8", "replace") or "(no alias)"
+
+    def unique(alias: str) -> str:
         seen[alias] = seen.get(alias, 0) + 1
-        if seen[alias] > 1:
-            alias = f"{alias} #{seen[alias]}"
+        return alias if seen[alias] == 1 else f"{alias} #{seen[alias]}"
+
+    certificates = []
+    for entry, has_key in entries:
+        alias = unique((entry.friendly_name or b"").decode("utf-8", "replace") or "(no alias)")
         not_after = entry.certificate.not_valid_after_utc
         if not_after <= now:
             expiry = "expired"
@@ -535,7 +550,181 @@ def _open_pkcs12(
                 days_left=math.ceil((not_after - now) / timedelta(days=1)),
             )
         )
+    certificates += [CertificateInfo(unique(alias), True, "-", "-", "valid", 0) for alias in key_only]
     return certificates, None
+
+
+# --- every private key of a PKCS12 keystore -----------------------------------------------------------
+#
+# cryptography (like OpenSSL's PKCS12_parse) returns only the first private key of a PKCS12 file and
+# lists the certificates of every other key as plain extra certificates. A Java keystore, RCS's, may hold
+# several private keys, and a replica that lost one of them (holding only its certificate) must be drift
+# that says so. So the key bags are found by walking the PKCS12 structure (RFC 7292) here, after
+# cryptography has verified the file's integrity with the password. Key bags sit in the plain ``data``
+# parts of the authenticated safe (each key encrypted inside its bag); the ``encryptedData`` parts hold the
+# certificates, which cryptography has already read.
+
+_OID_DATA = bytes.fromhex("2a864886f70d010701")  # 1.2.840.113549.1.7.1 pkcs7-data
+_OID_KEY_BAG = bytes.fromhex("2a864886f70d010c0a0101")  # 1.2.840.113549.1.12.10.1.1 keyBag
+_OID_SHROUDED_KEY_BAG = bytes.fromhex("2a864886f70d010c0a0102")  # ...1.2 pkcs8ShroudedKeyBag
+_OID_SAFE_CONTENTS_BAG = bytes.fromhex("2a864886f70d010c0a0106")  # ...1.6 safeContentsBag
+_OID_FRIENDLY_NAME = bytes.fromhex("2a864886f70d010914")  # 1.2.840.113549.1.9.20 friendlyName
+_TAG_OID, _TAG_OCTETS, _TAG_OCTETS_CONSTRUCTED, _TAG_BMP_STRING = 0x06, 0x04, 0x24, 0x1E
+_MAX_BAG_NESTING = 8
+
+
+@dataclass(frozen=True)
+class _KeyBag:
+    friendly_name: str | None
+    der: bytes  # the PKCS8 (encrypted when shrouded) private key: never leaves this module
+    shrouded: bool
+
+    def __repr__(self) -> str:  # never show key bytes, even in a traceback
+        return f"<PKCS12 key bag {self.friendly_name!r}>"
+
+
+def _ber(data: bytes, pos: int) -> tuple[int, bytes, int]:
+    """The BER element at ``pos``: (tag, contents, end). Definite and indefinite lengths."""
+    tag, first = data[pos], data[pos + 1]
+    if tag & 0x1F == 0x1F:
+        raise ValueError("multi-byte tags are not used by PKCS12")
+    pos += 2
+    if first == 0x80:  # indefinite length: the contents end at the end-of-contents octets
+        if not tag & 0x20:
+            raise ValueError("indefinite length on a primitive element")
+        start = pos
+        while data[pos : pos + 2] != b"\0\0":
+            pos = _ber(data, pos)[2]
+        return tag, data[start:pos], pos + 2
+    length = first
+    if first & 0x80:
+        count = first & 0x7F
+        length = int.from_bytes(data[pos : pos + count], "big")
+        pos += count
+    end = pos + length
+    if end > len(data):
+        raise ValueError("an element runs past the end of its container")
+    return tag, data[pos:end], end
+
+
+def _elements(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """The elements one after another in ``data``: (tag, contents, the whole element)."""
+    found, pos = [], 0
+    while pos < len(data):
+        tag, contents, end = _ber(data, pos)
+        found.append((tag, contents, data[pos:end]))
+        pos = end
+    return found
+
+
+def _octets(tag: int, contents: bytes) -> bytes:
+    if tag == _TAG_OCTETS:
+        return contents
+    if tag == _TAG_OCTETS_CONSTRUCTED:  # BER: the string in pieces
+        return b"".join(_octets(t, c) for t, c, _ in _elements(contents))
+    raise ValueError("expected an OCTET STRING")
+
+
+def _data_content(content_info: bytes) -> bytes | None:
+    """The bytes of a pkcs7-data ContentInfo; None for any other content type (e.g. encryptedData)."""
+    (oid_tag, oid, _), (_, explicit, _), *_ = _elements(content_info)
+    if oid_tag != _TAG_OID or oid != _OID_DATA:
+        return None
+    (tag, contents, _), *_ = _elements(explicit)
+    return _octets(tag, contents)
+
+
+def _friendly_name(attributes: bytes) -> str | None:
+    for _, attribute, _ in _elements(attributes):
+        (_, oid, _), (_, values, _), *_ = _elements(attribute)
+        if oid == _OID_FRIENDLY_NAME:
+            for tag, contents, _ in _elements(values):
+                if tag == _TAG_BMP_STRING:
+                    return contents.decode("utf-16-be", "replace")
+    return None
+
+
+def _collect_key_bags(safe_contents: bytes, bags: list[_KeyBag], depth: int = 0) -> None:
+    for _, bag, _ in _elements(safe_contents):
+        (_, bag_id, _), (_, explicit, _), *rest = _elements(bag)
+        (_, value, whole), *_ = _elements(explicit)
+        if bag_id in (_OID_KEY_BAG, _OID_SHROUDED_KEY_BAG):
+            name = _friendly_name(rest[0][1]) if rest else None
+            bags.append(_KeyBag(name, whole, shrouded=bag_id == _OID_SHROUDED_KEY_BAG))
+        elif bag_id == _OID_SAFE_CONTENTS_BAG and depth < _MAX_BAG_NESTING:
+            _collect_key_bags(value, bags, depth + 1)
+
+
+def pkcs12_key_bags(data: bytes) -> list[_KeyBag] | None:
+    """Every private-key bag in the plain parts of a PKCS12 file; None when it cannot be walked."""
+    try:
+        (_, pfx, _), *_ = _elements(data)
+        _version, (_, auth_safe, _), *_ = _elements(pfx)
+        safe = _data_content(auth_safe)
+        if safe is None:  # public-key integrity mode (signed): not used for keystores
+            return None
+        (_, content_infos, _), *_ = _elements(safe)
+        bags: list[_KeyBag] = []
+        for _, content_info, _ in _elements(content_infos):
+            contents = _data_content(content_info)
+            if contents is not None:
+                (_, safe_bags, _), *_ = _elements(contents)
+                _collect_key_bags(safe_bags, bags)
+        return bags
+    except (ValueError, IndexError, RecursionError):
+        return None
+
+
+def _public_key_der(owner: Any) -> bytes | None:
+    """The SubjectPublicKeyInfo of a certificate or a private key; None for an unsupported key type."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        public = owner.public_key()
+        return public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except Exception:
+        return None
+
+
+def _bag_public_key(bag: _KeyBag, password: str) -> bytes | None:
+    """The public half of a bag's private key; None when it cannot be decrypted with the store password."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_der_private_key(bag.der, password.encode("utf-8") if bag.shrouded else None)
+    except Exception:
+        return None
+    return _public_key_der(key)
+
+
+def _private_key_owners(
+    data: bytes, password: str, entries: list[tuple[Any, bool]]
+) -> tuple[list[tuple[Any, bool]], list[str]]:
+    """Mark every certificate whose private key is in the file; name the keys that have no certificate.
+
+    A key belongs to the certificate with the same public key; a key that cannot be decrypted with the
+    store password belongs to the certificate with its friendly name. Returns (entries with
+    has_private_key, aliases of keys without a certificate).
+    """
+    bags = pkcs12_key_bags(data)
+    if not bags:
+        return entries, []
+    cert_keys = [_public_key_der(entry.certificate) for entry, _ in entries]
+    owned = [has_key for _, has_key in entries]
+    key_only = []
+    for bag in bags:
+        public = _bag_public_key(bag, password)
+        owners = [i for i, key in enumerate(cert_keys) if public is not None and key == public]
+        if not owners and public is None and bag.friendly_name:
+            name = bag.friendly_name.encode("utf-8")
+            owners = [i for i, (entry, _) in enumerate(entries) if entry.friendly_name == name]
+        for index in owners:
+            owned[index] = True
+        if not owners:
+            key_only.append(bag.friendly_name or "(private key without certificate)")
+    return [(entry, has_key) for (entry, _), has_key in zip(entries, owned, strict=True)], key_only
 
 
 def _preload(opener: Callable[[str], BinaryIO]) -> None:
@@ -546,6 +735,44 @@ def _preload(opener: Callable[[str], BinaryIO]) -> None:
         import airflow.sdk.io.path  # noqa: F401
 
 
+class ReadProgress:
+    """When one keystore read last heard from its storage, shared by its reading thread and the scheduler.
+
+    ``answered`` only pushes the deadline further, so it needs no lock and wakes nobody; ``storage_done``
+    wakes the scheduler, which from then on waits for the (CPU-only) inspection without a deadline.
+    """
+
+    def __init__(self, wake: threading.Condition | None = None) -> None:
+        self._wake = wake
+        self.started = self.last_answer = time.monotonic()
+        self.storage_over = False
+
+    def answered(self) -> None:
+        self.last_answer = time.monotonic()
+
+    def storage_done(self) -> None:
+        if self._wake is None:
+            self.storage_over = True
+            return
+        with self._wake:
+            self.storage_over = True
+            self._wake.notify_all()
+
+
+@dataclass
+class _ReadJob:
+    target: KeystoreTarget
+    progress: ReadProgress
+    reading: KeystoreReading | None = None
+
+
+def no_answer_error(read_timeout_seconds: float) -> str:
+    return (
+        f"no answer within {read_timeout_seconds:g} s: the storage did not answer an open or read "
+        "(hung mount or store?); limit: keystore_check.read_timeout_seconds"
+    )
+
+
 def read_keystores(
     targets: Sequence[KeystoreTarget],
     passwords: dict[str, str],
@@ -554,33 +781,88 @@ def read_keystores(
     now: datetime,
     expiry_warning_days: int,
     parallel_reads: int = DEFAULT_KEYSTORE_PARALLEL_READS,
+    read_timeout_seconds: float = DEFAULT_KEYSTORE_READ_TIMEOUT_SECONDS,
     opener: Callable[[str], BinaryIO] = open_keystore,
+    logger: logging.Logger = log,
 ) -> dict[str, KeystoreReading]:
-    """Read every keystore, ``parallel_reads`` at a time: reads wait on storage, not on the CPU."""
+    """Read every keystore, ``parallel_reads`` at a time: reads wait on storage, not on the CPU.
+
+    A read whose open or read call has not answered for ``read_timeout_seconds`` (a FIFO, a hung NFS/SMB
+    mount) is given up: that instance is unreadable, its slot goes to the next keystore, and its thread is
+    left behind. A thread blocked in open()/read() cannot be stopped, so every read runs in a daemon
+    thread that nothing ever joins: no executor shutdown, no interpreter exit, no task timeout waits for
+    it. Worst case, when every keystore hangs: ceil(instances / parallel_reads) x read_timeout_seconds.
+    """
     if parallel_reads < 1:
         raise ValueError(f"parallel_reads must be at least 1, got {parallel_reads}")
+    if not read_timeout_seconds > 0:
+        raise ValueError(f"read_timeout_seconds must be more than 0, got {read_timeout_seconds}")
     problems = password_problems or {}
     cache = OpenedKeystores()
+    wake = threading.Condition()
 
-    def one(target: KeystoreTarget) -> KeystoreReading:
-        conn_id = target.password_conn_id
-        return read_keystore(
-            target,
-            passwords.get(conn_id) if conn_id else None,
-            not_opened_reason=f"{problems[conn_id]}: compared by bytes only" if conn_id in problems else None,
-            now=now,
-            expiry_warning_days=expiry_warning_days,
-            opener=opener,
-            cache=cache,
-        )
+    def work(job: _ReadJob) -> None:
+        conn_id = job.target.password_conn_id
+        try:
+            reading = read_keystore(
+                job.target,
+                passwords.get(conn_id) if conn_id else None,
+                not_opened_reason=(
+                    f"{problems[conn_id]}: compared by bytes only" if conn_id in problems else None
+                ),
+                now=now,
+                expiry_warning_days=expiry_warning_days,
+                opener=opener,
+                cache=cache,
+                progress=job.progress,
+            )
+        except BaseException as exc:  # read_keystore never raises; the scheduler must never wait in vain
+            reading = KeystoreReading(target=job.target, error=f"read error: {type(exc).__name__}")
+        with wake:
+            job.reading = reading
+            wake.notify_all()
 
     if not targets:
         return {}
     _preload(opener)
     workers = min(parallel_reads, len(targets))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rcs-keystore") as pool:
-        readings = list(pool.map(one, targets))
-    return {reading.target.instance: reading for reading in readings}
+    waiting = deque(targets)
+    running: list[_ReadJob] = []
+    readings: dict[str, KeystoreReading] = {}
+    with wake:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                job = _ReadJob(waiting.popleft(), ReadProgress(wake))
+                running.append(job)
+                name = f"rcs-keystore-{job.target.instance}"
+                threading.Thread(target=work, args=(job,), name=name, daemon=True).start()
+            clock = time.monotonic()
+            next_deadline: float | None = None
+            for job in list(running):
+                if job.reading is not None:
+                    readings[job.target.instance] = job.reading
+                    running.remove(job)
+                elif not job.progress.storage_over:
+                    deadline = job.progress.last_answer + read_timeout_seconds
+                    if clock < deadline:
+                        next_deadline = deadline if next_deadline is None else min(next_deadline, deadline)
+                        continue
+                    running.remove(job)
+                    readings[job.target.instance] = KeystoreReading(
+                        target=job.target,
+                        error=no_answer_error(read_timeout_seconds),
+                        read_seconds=clock - job.progress.started,
+                    )
+                    logger.warning(
+                        "RCS keystore of %s (%s): no answer within %g s; reported unreadable, its read "
+                        "is left behind",
+                        job.target.instance,
+                        job.target.url,
+                        read_timeout_seconds,
+                    )
+            if running and not (waiting and len(running) < workers):
+                wake.wait(None if next_deadline is None else max(next_deadline - clock, 0.0))
+    return {target.instance: readings[target.instance] for target in targets}
 
 
 # --- comparing -----------------------------------------------------------------------------------------
@@ -611,9 +893,10 @@ def _alias_diff(reference: KeystoreReading, reading: KeystoreReading) -> list[st
                 f"certificate changed: {alias} ({b.sha256_fingerprint[:11]}… here, "
                 f"{a.sha256_fingerprint[:11]}… on reference)"
             )
-        elif a.has_private_key != b.has_private_key:
-            where = "here" if b.has_private_key else "on reference"
-            parts.append(f"private key of {alias} only {where}")
+        elif a.has_private_key and not b.has_private_key:
+            parts.append(f"private key missing: {alias} (only its certificate is here)")
+        elif b.has_private_key and not a.has_private_key:
+            parts.append(f"private key added: {alias} (only its certificate is on reference)")
     return parts
 
 
@@ -624,7 +907,9 @@ def _drift_detail(reference: KeystoreReading, reading: KeystoreReading) -> str:
     ]
     if reading.opened and reference.opened:
         entries = _alias_diff(reference, reading)
-        parts += entries or ["same aliases and certificates (keystore re-exported rather than copied?)"]
+        parts += entries or [
+            "same aliases, certificates and private keys (keystore re-exported rather than copied?)"
+        ]
     elif not reading.opened:
         parts.append(f"aliases not compared: {reading.not_opened_reason or 'not opened'}")
     else:
@@ -637,7 +922,9 @@ def _match_detail(reading: KeystoreReading, is_reference: bool) -> str:
     if reading.opened:
         expired = sum(c.expiry == "expired" for c in reading.certificates)
         expiring = sum(c.expiry == "expiring" for c in reading.certificates)
+        keys = [c.alias for c in reading.certificates if c.has_private_key]
         extra = [f"{len(reading.certificates)} alias(es)"]
+        extra.append(f"private key(s): {', '.join(keys)}" if keys else "no private key")
         if expired:
             extra.append(f"{expired} expired, kept for old recordings")
         if expiring:
@@ -782,6 +1069,7 @@ def check_replication(
     topology: Topology,
     *,
     parallel_reads: int = DEFAULT_KEYSTORE_PARALLEL_READS,
+    read_timeout_seconds: float | None = None,
     get_password: PasswordGetter = connection_password,
     now: datetime | None = None,
     opener: Callable[[str], BinaryIO] = open_keystore,
@@ -790,14 +1078,20 @@ def check_replication(
     """Read, fingerprint and compare every RCS keystore of the topology; log and return the report.
 
     Never raises for a keystore problem: the report says what is wrong, and the caller decides to fail.
+    A keystore that does not answer within ``read_timeout_seconds`` (default: the topology's
+    ``keystore_check.read_timeout_seconds``) is unreadable; the report still comes out.
     """
     now = now or datetime.now(UTC)
+    timeout = topology.keystore_check.read_timeout_seconds
+    if read_timeout_seconds is not None:
+        timeout = read_timeout_seconds
     targets = targets_from_topology(topology)
     passwords, problems = fetch_passwords(targets, get_password)
     logger.info(
-        "Reading %d RCS keystore(s), %d at a time; reference %s",
+        "Reading %d RCS keystore(s), %d at a time, %g s per open/read at most; reference %s",
         len(targets),
         min(parallel_reads, max(len(targets), 1)),
+        timeout,
         topology.keystore_reference or "(none)",
     )
     _preload(opener)
@@ -809,7 +1103,9 @@ def check_replication(
         now=now,
         expiry_warning_days=topology.keystore_check.expiry_warning_days,
         parallel_reads=parallel_reads,
+        read_timeout_seconds=timeout,
         opener=opener,
+        logger=logger,
     )
     elapsed = time.monotonic() - started
     del passwords

@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import Callable
+import os
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +272,73 @@ def test_reference_missing_fails_with_nothing_to_compare_against(gir: Any, capsy
     events = _asset_events(run)
     assert events[0]["ok"] is False
     assert events[0]["states"]["rcs-dc1-a"] == "missing"
+
+
+# --- a keystore that never answers (issue 12, 3b) -------------------------------------------------------
+
+RESCUE_AFTER_SECONDS = 60.0
+
+
+@pytest.fixture
+def hang() -> Iterator[Callable[[Path], Path]]:
+    """Turn a keystore path into a FIFO nobody writes to: open() blocks like a hung NFS/SMB mount.
+
+    Opening and closing the writing end releases a reader stuck in open() (it sees an empty file). That
+    happens at teardown, and from a watchdog after ``RESCUE_AFTER_SECONDS``, so that a check that waits
+    for the stuck read fails this test's assertions instead of hanging the test run.
+    """
+    made: list[Path] = []
+
+    def release() -> None:
+        for path in made:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: nobody is waiting to read it
+                continue
+            os.close(fd)
+
+    watchdog = threading.Timer(RESCUE_AFTER_SECONDS, release)
+    watchdog.daemon = True
+    watchdog.start()
+
+    def make(path: Path) -> Path:
+        path.unlink(missing_ok=True)
+        os.mkfifo(path)
+        made.append(path)
+        return path
+
+    yield make
+    watchdog.cancel()
+    release()
+
+
+def test_a_keystore_that_never_answers_still_gives_the_report(
+    gir_factory: Callable[..., Any], hang: Callable[[Path], Path], capsys: Any, caplog: Any
+) -> None:
+    gir = gir_factory({"keystore_check": {"read_timeout_seconds": 2}})
+    assert gir.topology.keystore_check.read_timeout_seconds == 2
+    paths = generate_keystores(gir.topology, gir.keystore_password)
+    kept = [path for name, path in paths.items() if name != "rcs-dc2-a"]
+    hang(paths["rcs-dc2-a"])
+
+    run, logged = _run(capsys, caplog)
+
+    assert str(run.state) == "failed"
+    # The check ended in bounded time and recorded its report; the enforcement failed the run.
+    assert _task_states(run) == {"check_replication": "success", "enforce_replication": "failed"}
+    report = _report(run)
+    assert report["states"] == {
+        "rcs-dc1-a": "match",
+        "rcs-dc1-b": "match",
+        "rcs-dc2-a": "unreadable",
+        "rcs-dc3-a": "match",
+    }
+    detail = {i["instance"]: i["detail"] for i in report["instances"]}
+    assert detail["rcs-dc2-a"].startswith("no answer within 2 s: ")
+    failure = logged[logged.index("AirflowFailException: RCS keystore replication check failed.") :]
+    assert "- rcs-dc2-a (DC2): unreadable: no answer within 2 s" in failure
+    events = _asset_events(run)
+    assert len(events) == 1
+    assert events[0]["ok"] is False
+    assert events[0]["states"] == report["states"]
+    _assert_nothing_secret(run, logged, [gir.keystore_password], kept)
