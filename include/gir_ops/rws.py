@@ -7,16 +7,22 @@ code's meaning, the DC and what was being done, so an on-call engineer can act o
 
 Retries are decided here, per call, because only the caller knows whether a request is safe to send
 again: a ``forceIndex`` can be repeated, a ``multimedia-switch`` only when it never left this machine.
+HTTP 429 (throttled, not processed) is retried like a 5xx, waiting what ``Retry-After`` asks (seconds
+or HTTP-date, at most ``MAX_RETRY_AFTER_SECONDS``). IDs that go into a URL path are validated first
+(``validate_contact_center_id``, ``validate_environment_id``): an ID RWS returns is input like any other.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from include.gir_ops.params import is_contact_center_id
 from include.gir_ops.topology import REINDEX_KINDS
 
 if TYPE_CHECKING:
@@ -58,6 +64,14 @@ RETRYABLE_STATUS_CODES = frozenset({4})
 # Codes that say the request itself is wrong or not allowed: sending it again cannot help, even when RWS
 # wraps them in an HTTP 5xx (the body's code is the more specific of the two). 7 = partial success.
 NON_RETRYABLE_STATUS_CODES = frozenset({1, 2, 3, 5, 6, 7, 10})
+# The longest wait a ``Retry-After`` (on an HTTP 429 or 503) may impose between two attempts. RWS asking
+# for longer is waited this long, then asked again; once the attempts are spent, Airflow's task retry
+# (minutes later) takes over. Keeps one call from sleeping in a worker slot for an hour on a header.
+MAX_RETRY_AFTER_SECONDS = 60.0
+# A genesys-environment ID as RWS lists it (a UUID in the deployments seen): one URL path segment of
+# letters, digits, '-' and '_'. No '.', so neither '..' nor anything that is not a plain segment.
+ENVIRONMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+_ENVIRONMENT_ID = re.compile(ENVIRONMENT_ID_PATTERN)
 
 
 class RwsError(Exception):
@@ -72,6 +86,7 @@ class RwsError(Exception):
         status_code: int | None = None,
         retryable: bool = False,
         request_sent: bool = True,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.site = site
@@ -79,6 +94,8 @@ class RwsError(Exception):
         self.status_code = status_code
         self.retryable = retryable
         self.request_sent = request_sent
+        # Seconds RWS asked us to wait (Retry-After), already capped at MAX_RETRY_AFTER_SECONDS.
+        self.retry_after = retry_after
         self.history: list[dict[str, Any]] = []
 
 
@@ -92,6 +109,106 @@ class RwsPartialSuccess(RwsError):
 
 class RwsUnreachable(RwsError):
     """No HTTP answer at all: connection refused, dropped, or timed out."""
+
+
+class RwsThrottled(RwsError):
+    """HTTP 429 Too Many Requests: RWS (or a proxy before it) did not process the request. Retryable."""
+
+
+class RwsInvalidId(RwsError, ValueError):
+    """An ID that would go into a URL path is not a plain ID ('..', '/', '%2F', whitespace, ...).
+
+    Raised before anything is sent; never retryable. A ``ValueError`` too, for callers outside RWS code.
+    """
+
+
+def _show_id(value: object) -> str:
+    """An ID for a message: repr (control characters escaped), cut short so a huge value cannot flood."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# What makes an ID unsafe in a URL path, checked in this order; the first match names the problem.
+_ID_PROBLEMS: tuple[tuple[Callable[[str], bool], str], ...] = (
+    (lambda value: not value, "it is empty"),
+    (
+        lambda value: any(ord(char) < 32 or 127 <= ord(char) < 160 for char in value),
+        "it contains a control character",
+    ),
+    (lambda value: any(char.isspace() for char in value), "it contains whitespace"),
+    (lambda value: "/" in value or "\\" in value, "it contains a path separator ('/' or '\\')"),
+    (lambda value: ".." in value, "it contains '..'"),
+    (lambda value: "%" in value, "it contains a percent-encoded character (such as %2F)"),
+)
+
+
+def _id_problem(value: object, *, allowed: str) -> str:
+    """Why ``value`` is not a safe ID, in words an operator can act on."""
+    if not isinstance(value, str):
+        return f"it is a {type(value).__name__}, not text"
+    return next((problem for check, problem in _ID_PROBLEMS if check(value)), f"it is not {allowed}")
+
+
+def validate_contact_center_id(value: object, *, site: str, source: str) -> str:
+    """A contact center ID from ``source`` (e.g. RWS's listing), lower-cased, or ``RwsInvalidId``.
+
+    The same pattern as the topology and the trigger form (``params.CONTACT_CENTER_ID_PATTERN``).
+    """
+    if is_contact_center_id(value):
+        return str(value).lower()
+    problem = _id_problem(value, allowed="1-64 hexadecimal digits")
+    raise RwsInvalidId(
+        f"contact center ID {_show_id(value)} from {source} is refused: {problem}; a contact center ID "
+        "is 1-64 hexadecimal digits and goes into a URL path, so nothing else is sent. Check what "
+        f"GET /api/v2/ops/contact-centers returns on RWS {site} (is the connection pointing at RWS?), or "
+        "list the IDs in the topology's rws.contact_centers",
+        site=site,
+        request_sent=False,
+    )
+
+
+def validate_environment_id(value: object, *, site: str = "?", source: str | None = None) -> str:
+    """A genesys-environment ID safe to put in a URL path, unchanged, or ``RwsInvalidId``.
+
+    For every ID that comes from RWS (``GET /api/v2/ops/genesys-environments``) before it is used in
+    ``.../genesys-environments/<id>`` or ``.../<id>/multimedia-switch``.
+    """
+    if isinstance(value, str) and _ENVIRONMENT_ID.fullmatch(value):
+        return value
+    problem = _id_problem(value, allowed="1-128 letters, digits, '-' or '_' starting with a letter or digit")
+    origin = source or f"RWS {site}"
+    raise RwsInvalidId(
+        f"genesys-environment ID {_show_id(value)} from {origin} is refused: {problem}; an environment "
+        "ID is 1-128 letters, digits, '-' or '_' and goes into a URL path, so nothing is sent with it. "
+        f"Check what GET /api/v2/ops/genesys-environments returns on RWS {site} (is the connection "
+        "pointing at RWS?)",
+        site=site,
+        request_sent=False,
+    )
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or HTTP-date), capped.
+
+    None when the header is absent or unreadable (the policy's backoff applies then). A date in the
+    past means 0; anything longer than ``MAX_RETRY_AFTER_SECONDS`` is cut to it.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        seconds = float(int(text)) if len(text) <= 9 else MAX_RETRY_AFTER_SECONDS
+    else:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            moment = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)  # an HTTP-date is always GMT
+        seconds = (moment - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -219,25 +336,28 @@ class RwsClient:
                         "error": str(exc),
                     }
                 )
-                # The outcome is known when the request never left, or when RWS itself answered with a
-                # non-zero statusCode (which means it changed nothing); only then may a send-at-most-once
-                # call go out again. A timeout, a dropped connection or a 5xx without a GWS body is not.
-                outcome_known = exc.request_sent is False or exc.status_code not in (None, 0)
+                # A send-at-most-once call goes out again only when the failure proves it changed
+                # nothing (see not_processed): never after a timeout, a dropped connection, a 5xx without
+                # a GWS body, or statusCode 7 / 9 (partial success, processing incomplete).
+                outcome_known = not_processed(exc)
                 may_resend = exc.retryable and (outcome_known or policy.resend_after_unknown_outcome)
                 if not may_resend or attempt == policy.attempts:
                     if exc.retryable and attempt > 1:
                         exc.args = (f"{exc.args[0]} (gave up after {attempt} attempts)",)
                     exc.history = history
                     raise
-                delay = policy.backoff(attempt)
+                # RWS's own Retry-After (capped) wins over the policy's backoff: it knows when it can cope.
+                from_header = exc.retry_after is not None
+                delay = exc.retry_after if exc.retry_after is not None else policy.backoff(attempt)
                 log.warning(
-                    "RWS %s: %s failed (attempt %d/%d): %s; retrying in %.1fs",
+                    "RWS %s: %s failed (attempt %d/%d): %s; retrying in %.1fs%s",
                     self.site,
                     what,
                     attempt,
                     policy.attempts,
                     exc,
                     delay,
+                    " (as its Retry-After asked)" if from_header else "",
                 )
                 self._sleep(delay)
             else:
@@ -305,6 +425,29 @@ class RwsClient:
         status_code = body.get("statusCode") if isinstance(body, dict) else None
         message = body.get("statusMessage") if isinstance(body, dict) else None
         log.info("RWS %s %s %s -> HTTP %s statusCode %s", self.site, method, path, http_status, status_code)
+        # Retry-After is honoured where HTTP defines it for a retry: 429 and 503.
+        retry_after = (
+            parse_retry_after(response.headers.get("Retry-After")) if http_status in (429, 503) else None
+        )
+        if http_status == 429:
+            # Too Many Requests: not processed (RFC 6585), whatever the body says, so it may be sent
+            # again. Checked first: a throttling proxy in front of RWS answers without a GWS body.
+            header = response.headers.get("Retry-After")
+            waited = (
+                f"Retry-After {header.strip()[:40]!r}, waiting {retry_after:g} s"
+                if retry_after is not None
+                else "no usable Retry-After, backing off"
+            )
+            raise RwsThrottled(
+                f"RWS {self.site} is throttling requests and did not process {what} (HTTP 429 Too Many "
+                f"Requests; {waited}, at most {MAX_RETRY_AFTER_SECONDS:g} s); if it persists, lower the "
+                "pool's slots for this RWS or ask who else is calling it",
+                site=self.site,
+                http_status=http_status,
+                status_code=status_code if isinstance(status_code, int) else None,
+                retryable=True,
+                retry_after=retry_after,
+            )
         if http_status == 401 or status_code == 20:
             raise RwsAuthError(
                 f"RWS {self.site} refused the credentials of connection {self.conn_id!r} for {what} "
@@ -332,6 +475,7 @@ class RwsClient:
                 site=self.site,
                 http_status=http_status,
                 retryable=http_status >= 500,
+                retry_after=retry_after,
             )
         if status_code == 0 and 200 <= http_status < 300:
             return RwsAnswer(method, path, http_status, status_code, body, attempt)
@@ -346,15 +490,34 @@ class RwsClient:
             status_code=status_code,
             retryable=status_code in RETRYABLE_STATUS_CODES
             or (http_status >= 500 and status_code not in NON_RETRYABLE_STATUS_CODES),
+            retry_after=retry_after,
         )
 
     # --- the ops API calls the guide describes -------------------------------------------------------
 
+    def _listed_ids(self, answer: RwsAnswer, keys: tuple[str, str], what: str) -> list[str]:
+        """The last path segment of each URI a listing returned (not yet validated)."""
+        listed = answer.body.get(keys[0]) or answer.body.get(keys[1]) or []
+        if not isinstance(listed, list) or not all(isinstance(item, str) for item in listed):
+            raise RwsError(
+                f"RWS {self.site} answered {what} without a list of URIs in '{keys[0]}' or '{keys[1]}'; "
+                "is the connection pointing at RWS?",
+                site=self.site,
+                http_status=answer.http_status,
+            )
+        return [item.rstrip("/").rsplit("/", 1)[-1] for item in listed]
+
     def contact_center_ids(self) -> list[str]:
-        """GET /contact-centers: the hex IDs are the last segment of each returned URI."""
+        """GET /contact-centers: the hex IDs are the last segment of each returned URI.
+
+        Each is validated before anyone puts it into a URL path (``RwsInvalidId`` otherwise).
+        """
         answer = self.request("GET", f"{OPS_API}/contact-centers", what="listing contact centers")
-        uris = answer.body.get("uris") or answer.body.get("paths") or []
-        return [str(uri).rstrip("/").rsplit("/", 1)[-1].lower() for uri in uris]
+        source = f"RWS {self.site} (GET {OPS_API}/contact-centers)"
+        return [
+            validate_contact_center_id(segment, site=self.site, source=source)
+            for segment in self._listed_ids(answer, ("uris", "paths"), "listing contact centers")
+        ]
 
     def force_index(
         self,
@@ -370,6 +533,9 @@ class RwsClient:
         """POST forceIndex for one contact center, one index kind and one window [from_ms, to_ms)."""
         if kind not in REINDEX_KINDS:
             raise ValueError(f"unknown re-index kind {kind!r}; use one of {REINDEX_KINDS}")
+        contact_center_id = validate_contact_center_id(
+            contact_center_id, site=self.site, source="the forceIndex request"
+        )
         body = {"operationName": "forceIndex", "from": from_ms, "to": to_ms, "purgeOld": purge_old}
         return self.request(
             "POST",
@@ -379,12 +545,24 @@ class RwsClient:
             policy=policy,
         )
 
+    def genesys_environments(self, *, policy: RetryPolicy = IDEMPOTENT) -> tuple[RwsAnswer, list[str]]:
+        """GET /genesys-environments: the answer, and each listed ID validated (``validate_environment_id``)
+        before anything puts it into a URL path."""
+        answer = self.request(
+            "GET", f"{OPS_API}/genesys-environments", what="listing genesys environments", policy=policy
+        )
+        source = f"RWS {self.site} (GET {OPS_API}/genesys-environments)"
+        ids = [
+            validate_environment_id(segment, site=self.site, source=source)
+            for segment in self._listed_ids(answer, ("paths", "uris"), "listing genesys environments")
+        ]
+        return answer, ids
+
     def genesys_environment_ids(self) -> list[str]:
-        answer = self.request("GET", f"{OPS_API}/genesys-environments", what="listing genesys environments")
-        paths = answer.body.get("paths") or answer.body.get("uris") or []
-        return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in paths]
+        return self.genesys_environments()[1]
 
     def genesys_environment(self, environment_id: str, *, policy: RetryPolicy = IDEMPOTENT) -> RwsAnswer:
+        environment_id = validate_environment_id(environment_id, site=self.site)
         return self.request(
             "GET",
             f"{OPS_API}/genesys-environments/{environment_id}",
@@ -393,7 +571,8 @@ class RwsClient:
         )
 
     def multimedia_switch(self, environment_id: str, eservices_site: str) -> RwsAnswer:
-        """POST multimedia-switch: sent at most once unless it provably never reached RWS."""
+        """POST multimedia-switch: sent at most once unless it provably changed nothing (not_processed)."""
+        environment_id = validate_environment_id(environment_id, site=self.site)
         return self.request(
             "POST",
             f"{OPS_API}/genesys-environments/{environment_id}/multimedia-switch",
@@ -401,3 +580,24 @@ class RwsClient:
             what=f"multimedia-switch of environment {environment_id} to eServices site {eservices_site}",
             policy=SEND_AT_MOST_ONCE,
         )
+
+
+# statusCodes that say RWS did part of the work, or had not finished it: whatever the HTTP status, a
+# call that answered with one of them may have changed something.
+MAY_HAVE_APPLIED_STATUS_CODES = frozenset({7, 9})
+# HTTP statuses that by definition mean the server did not process the request (RFC 6585 §4, RFC 9110
+# §15.6.4): a send-at-most-once call may go out again after them.
+NOT_PROCESSED_HTTP_STATUSES = frozenset({429, 503})
+
+
+def not_processed(exc: RwsError) -> bool:
+    """True only when the failed call provably changed nothing, so sending it again cannot repeat it.
+
+    That is: the request never left this machine; or the server said it did not process it (HTTP 429 or
+    503); or RWS answered with a GWS error statusCode other than 7 (partial success) and 9 (processing
+    incomplete). A timeout, a dropped connection, a 5xx without a GWS body, or statusCode 7/9 prove
+    nothing: the call may have been applied.
+    """
+    if exc.request_sent is False or exc.http_status in NOT_PROCESSED_HTTP_STATUSES:
+        return True
+    return exc.status_code not in (None, 0) and exc.status_code not in MAY_HAVE_APPLIED_STATUS_CODES

@@ -6,6 +6,8 @@ import base64
 import json
 import logging
 import socket
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -14,13 +16,18 @@ import requests_mock as requests_mock_module
 
 from include.gir_ops.rws import (
     IDEMPOTENT,
+    MAX_RETRY_AFTER_SECONDS,
     SEND_AT_MOST_ONCE,
     RetryPolicy,
     RwsAuthError,
     RwsClient,
     RwsError,
+    RwsInvalidId,
     RwsPartialSuccess,
+    RwsThrottled,
     RwsUnreachable,
+    parse_retry_after,
+    validate_environment_id,
 )
 
 CONN_ID = "gir_rws_test"
@@ -252,6 +259,249 @@ def test_internal_errors_and_5xx_are_retried_then_fail_clearly(
 def test_backoff_is_capped() -> None:
     policy = RetryPolicy(attempts=10, initial_backoff_seconds=1, max_backoff_seconds=5)
     assert [policy.backoff(n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+
+
+# --- HTTP 429: throttled, not processed, so resent; Retry-After honoured (capped) ---------------------
+
+
+def throttled(retry_after: str | None = None, *, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"status_code": 429}
+    if retry_after is not None:
+        answer["headers"] = {"Retry-After": retry_after}
+    if body is not None:
+        answer["json"] = body
+    else:
+        answer["text"] = "Too Many Requests"
+    return answer
+
+
+def test_429_without_retry_after_is_resent_with_the_policys_backoff(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    """Issue 12, 4a: a 429 used to fail the window at once ("no statusCode in the body")."""
+    requests_mock.post(FORCE_INDEX_URL, [throttled(), throttled(), throttled(), gws(0)])
+    answer = force_index(client)
+    assert requests_mock.call_count == 4
+    assert answer.attempts == 4
+    assert [entry["http_status"] for entry in answer.history] == [429, 429, 429, 200]
+    assert sleeps == [1.0, 2.0, 4.0]
+    assert all(r.json()["operationName"] == "forceIndex" for r in requests_mock.request_history)
+
+
+def test_429_waits_what_retry_after_asks_in_seconds(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, [throttled("7"), throttled(" 0 "), gws(0)])
+    assert force_index(client).attempts == 3
+    assert requests_mock.call_count == 3
+    assert sleeps == [7.0, 0.0]
+
+
+def test_429_with_a_gws_body_is_resent_too(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, [throttled("2", body={"statusCode": 4}), gws(0)])
+    assert force_index(client).attempts == 2
+    assert sleeps == [2.0]
+
+
+def test_a_long_retry_after_is_capped(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, [throttled("3600"), throttled("99999999999999999999"), gws(0)])
+    force_index(client)
+    assert sleeps == [MAX_RETRY_AFTER_SECONDS, MAX_RETRY_AFTER_SECONDS] == [60.0, 60.0]
+
+
+def test_retry_after_as_an_http_date(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    requests_mock.post(
+        FORCE_INDEX_URL,
+        [
+            throttled("Wed, 21 Oct 2015 07:28:00 GMT"),  # in the past: no wait
+            throttled(format_datetime(datetime.now(UTC) + timedelta(hours=2), usegmt=True)),  # capped
+            gws(0),
+        ],
+    )
+    force_index(client)
+    assert sleeps == [0.0, 60.0]
+
+
+def test_a_429_that_persists_fails_clearly_and_is_left_to_airflows_retries(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, **throttled("5"))
+    with pytest.raises(RwsThrottled) as caught:
+        force_index(client)
+    assert requests_mock.call_count == 4
+    assert sleeps == [5.0, 5.0, 5.0]
+    assert caught.value.retryable is True
+    assert caught.value.http_status == 429
+    assert str(caught.value) == (
+        f"RWS DC2 is throttling requests and did not process forceIndex of recordings for contact center "
+        f"{CC} [{FROM_MS}, {TO_MS}) (HTTP 429 Too Many Requests; Retry-After '5', waiting 5 s, at most "
+        "60 s); "
+        "if it persists, lower the pool's slots for this RWS or ask who else is calling it "
+        "(gave up after 4 attempts)"
+    )
+
+
+def test_429_on_a_get_is_retried(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    requests_mock.get(
+        f"{BASE}/api/v2/ops/contact-centers",
+        [throttled("1"), {"json": {"statusCode": 0, "uris": [f"{BASE}/api/v2/ops/contact-centers/ab12"]}}],
+    )
+    assert client.contact_center_ids() == ["ab12"]
+    assert requests_mock.call_count == 2
+    assert sleeps == [1.0]
+
+
+def test_429_is_retried_even_when_the_connection_asks_httphook_to_check_responses(
+    monkeypatch: pytest.MonkeyPatch, requests_mock: requests_mock_module.Mocker
+) -> None:
+    """HttpHook raises AirflowException on non-2xx when it checks the response; the client never lets it."""
+    _set_connection(monkeypatch, host="rws-dc2.example", port=8090, check_response=True)
+    sleeps: list[float] = []
+    requests_mock.post(FORCE_INDEX_URL, [throttled(), gws(0)])
+    assert force_index(RwsClient("DC2", CONN_ID, sleep=sleeps.append)).attempts == 2
+    assert sleeps == [1.0]
+
+
+def test_a_503_retry_after_is_honoured_as_well(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
+) -> None:
+    requests_mock.post(FORCE_INDEX_URL, [{**gws(4, 503), "headers": {"Retry-After": "3"}}, gws(0)])
+    force_index(client)
+    assert sleeps == [3.0]
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("-5", None),
+        ("1.5", None),
+        ("12", 12.0),
+        ("60", 60.0),
+        ("61", 60.0),
+        ("Fri, 20 Nov 2026 12:00:30 GMT", 30.0),
+        ("Fri, 20 Nov 2026 11:00:00 GMT", 0.0),
+        ("Fri, 20 Nov 2026 14:00:00 GMT", 60.0),
+    ],
+)
+def test_parse_retry_after(header: str | None, expected: float | None) -> None:
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    assert parse_retry_after(header, now=now) == expected
+
+
+# --- IDs from RWS never reach a URL path unchecked ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("segment", "problem"),
+    [
+        ("..", "it contains '..'"),
+        ("ab%2Fcd", "it contains a percent-encoded character (such as %2F)"),
+        ("ab cd", "it contains whitespace"),
+        ("ab\ncd", "it contains a control character"),
+        ("ab\x00", "it contains a control character"),
+        ("abc?x=1", "it is not 1-64 hexadecimal digits"),
+        ("zz", "it is not 1-64 hexadecimal digits"),
+    ],
+)
+def test_discovered_contact_center_ids_are_validated_before_use(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker, segment: str, problem: str
+) -> None:
+    """Issue 12, 4c: whatever RWS listed used to go straight into .../contact-centers/<id>/recordings."""
+    requests_mock.get(
+        f"{BASE}/api/v2/ops/contact-centers",
+        json={
+            "statusCode": 0,
+            "uris": [f"{BASE}/api/v2/ops/contact-centers/ab12", f"/contact-centers/{segment}"],
+        },
+    )
+    with pytest.raises(RwsInvalidId) as caught:
+        client.contact_center_ids()
+    message = str(caught.value)
+    assert message.startswith(
+        f"contact center ID {segment!r} from RWS DC2 (GET /api/v2/ops/contact-centers) is refused: "
+        f"{problem}; a contact center ID is 1-64 hexadecimal digits"
+    )
+    assert "\n" not in message and "\x00" not in message  # shown escaped: no log-line injection
+    assert caught.value.retryable is False
+    assert isinstance(caught.value, ValueError)
+
+
+def test_a_listing_without_a_list_of_uris_is_an_error(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker
+) -> None:
+    requests_mock.get(f"{BASE}/api/v2/ops/contact-centers", json={"statusCode": 0, "uris": "ab12"})
+    with pytest.raises(RwsError, match="without a list of URIs in 'uris' or 'paths'"):
+        client.contact_center_ids()
+
+
+def test_force_index_refuses_an_unsafe_contact_center_id_before_sending(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker
+) -> None:
+    with pytest.raises(RwsInvalidId, match=r"contact center ID '\.\./x' from the forceIndex request"):
+        client.force_index("../x", "recordings", FROM_MS, TO_MS)
+    assert requests_mock.call_count == 0
+
+
+ENVIRONMENT_ID = "0e4a7a3e-5b8f-5e0a-9c1d-2b3f4a5c6d7e"
+
+
+@pytest.mark.parametrize("value", [ENVIRONMENT_ID, "env_1", "A"])
+def test_plain_environment_ids_are_accepted_unchanged(value: str) -> None:
+    assert validate_environment_id(value, site="DC1") == value
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("..", "it contains '..'"),
+        ("a/../b", "it contains a path separator ('/' or '\\')"),
+        ("a%2Fb", "it contains a percent-encoded character (such as %2F)"),
+        ("a b", "it contains whitespace"),
+        ("a\r\nX-Injected: 1", "it contains a control character"),
+        ("", "it is empty"),
+        ("-a", "it is not 1-128 letters, digits, '-' or '_' starting with a letter or digit"),
+        ("a.b", "it is not 1-128 letters, digits"),
+        ("a" * 129, "it is not 1-128 letters, digits"),
+        (None, "it is a NoneType, not text"),
+    ],
+)
+def test_unsafe_environment_ids_are_refused_with_a_clear_error(value: object, problem: str) -> None:
+    with pytest.raises(RwsInvalidId) as caught:
+        validate_environment_id(value, site="DC1")
+    message = str(caught.value)
+    assert message.startswith("genesys-environment ID ")
+    assert f"from RWS DC1 is refused: {problem}" in message
+    assert "Check what GET /api/v2/ops/genesys-environments returns on RWS DC1" in message
+    assert len(message) < 500  # a huge ID is cut short in the message
+    assert (caught.value.retryable, caught.value.request_sent) == (False, False)
+
+
+def test_environment_ids_from_rws_are_validated(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker
+) -> None:
+    listing = f"{BASE}/api/v2/ops/genesys-environments"
+    requests_mock.get(listing, json={"statusCode": 0, "paths": [f"/genesys-environments/{ENVIRONMENT_ID}"]})
+    assert client.genesys_environment_ids() == [ENVIRONMENT_ID]
+    requests_mock.get(listing, json={"statusCode": 0, "paths": ["/genesys-environments/x%2F..%2Fops"]})
+    with pytest.raises(
+        RwsInvalidId, match=r"from RWS DC2 \(GET /api/v2/ops/genesys-environments\) is refused"
+    ):
+        client.genesys_environment_ids()
+    calls = requests_mock.call_count
+    with pytest.raises(RwsInvalidId, match="it contains a path separator"):
+        client.genesys_environment("../contact-centers")
+    assert requests_mock.call_count == calls  # nothing sent with it
 
 
 # --- no answer at all --------------------------------------------------------------------------------
