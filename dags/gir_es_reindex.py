@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-from include.gir_ops.params import ISO_WITH_OFFSET_PATTERN, trigger_param
+from include.gir_ops.params import CONTACT_CENTER_ID_PATTERN, ISO_WITH_OFFSET_PATTERN, trigger_param
+from include.gir_ops.pools import check_pools
 from include.gir_ops.topology import REINDEX_KINDS, DataCenter, load_topology
 
 TOPOLOGY = load_topology()
@@ -22,15 +23,17 @@ PLAN_DOC = """
 Works out what this run re-indexes, before anything is sent: the run's data interval (scheduled and
 backfill runs, and manual runs without `from`/`to`) or a manual run's `from`/`to`, widened outward to whole
 UTC hours and cut into windows of at most `reindex.max_window_hours`; the contact centers (topology, or
-`GET /api/v2/ops/contact-centers` when the topology list is empty); the kinds (screen recordings only
-where `rws.screen_recording`). Bad params fail it at once, without retry, with a message naming the
+`GET /api/v2/ops/contact-centers` when the topology list is empty; a listed ID that is not plain hex fails
+it at once); the kinds (screen recordings only where `rws.screen_recording`). Bad params (a `to` in the
+future, a date before 1970 or not representable) fail it at once, without retry, with a message naming the
 param and the fix. Retried when RWS cannot be reached for the discovery (reading is side-effect free).
 """
 
 SEND_DOC = """
 One mapped task per contact center and kind (named "<contact center> <kind>"): one `forceIndex` POST per
 window, in order, in the DC's RWS pool. Transient failures (connection refused, timeout, HTTP 5xx,
-statusCode 4) are resent with backoff inside the task and then retried by Airflow; every other refusal
+statusCode 4, HTTP 429 throttling, honouring its Retry-After up to 60 s) are resent with backoff inside
+the task and then retried by Airflow; every other refusal
 (401/403, statusCode 1, 2, 3, 5, 6, 7, 10) fails it at once with the code's meaning, the DC, the contact
 center and the window. Progress is checkpointed after each window (an Airflow Variable
 `gir_es_reindex_checkpoint__...`, deleted when the pair completes), so a retry or a clear of a failed task
@@ -58,12 +61,13 @@ def _params(dc: DataCenter) -> dict[str, Param]:
             format="date-time",
             pattern=ISO_WITH_OFFSET_PATTERN,
             title="To (manual runs only)",
-            description="End of the custom range (exclusive), at least one hour after 'from'.",
+            description="End of the custom range (exclusive), at least one hour after 'from', and not "
+            "in the future.",
         ),
         "contact_centers": trigger_param(
             [],
             type="array",
-            items={"type": "string", "pattern": "^[0-9a-fA-F]+$"},
+            items={"type": "string", "pattern": CONTACT_CENTER_ID_PATTERN},
             uniqueItems=True,
             **known_contact_centers,
             title="Contact centers",
@@ -190,7 +194,11 @@ def build_reindex_dag(dc: DataCenter) -> Any:
                     run_id=context["run_id"],
                 )
 
-        send.expand(pair=plan())
+        # check_pools first, in default_pool: plan and send run in the DC's pool, never scheduled if it
+        # does not exist.
+        planned = plan()
+        check_pools() >> planned
+        send.expand(pair=planned)
 
     return reindex()
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from include.gir_ops.airflow_api import AIRFLOW_API_PASSWORD_ENV, SERVICE_USER, SIMPLE_AUTH_MANAGER_ROLE
 from include.gir_ops.processes import DEFAULT_STOP_PLAN, Child, StopStep, start_child, tail
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,10 +39,12 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_UI_PORT = 8080
 DEFAULT_SIM_BASE_PORT = 18801
 UI_USERS = ("admin", "approver")
-SIMPLE_AUTH_MANAGER_USERS = "admin:admin,approver:admin"
+# The DAGs' check_pools reads pools through the REST API as SERVICE_USER (role viewer, read-only); its
+# password is generated in secrets.json and written into SimpleAuthManager's passwords file.
+SIMPLE_AUTH_MANAGER_USERS = f"admin:admin,approver:admin,{SERVICE_USER}:{SIMPLE_AUTH_MANAGER_ROLE}"
 OPS_PASSWORD_ENV = "GIR_SIM_OPS_PASSWORD"  # noqa: S105 - a variable name, not a password
 KEYSTORE_PASSWORD_ENV = "GIR_RCS_KEYSTORE_PASSWORD"  # noqa: S105 - a variable name
-SECRET_KEYS = ("ops_password", "keystore_password", "fernet_key", "jwt_secret")
+SECRET_KEYS = ("ops_password", "keystore_password", "fernet_key", "jwt_secret", "airflow_api_password")
 # Set by SIGINT/SIGTERM; every wait loop checks it, so a signal never interrupts a half-done step.
 STOP = threading.Event()
 
@@ -109,6 +112,7 @@ def load_or_create_secrets(path: Path) -> dict[str, str]:
     generators: dict[str, Callable[[], str]] = {
         "ops_password": lambda: secrets.token_urlsafe(18),
         "keystore_password": lambda: secrets.token_urlsafe(18),
+        "airflow_api_password": lambda: secrets.token_urlsafe(18),
         "fernet_key": generate_fernet_key,
         # Airflow's own default is 16 bytes, below what PyJWT recommends for the HS512 it signs with.
         "jwt_secret": lambda: secrets.token_urlsafe(64),
@@ -189,11 +193,10 @@ def build_env(
 ) -> dict[str, str]:
     """The environment of every child: Airflow and the DAGs configured for this checkout.
 
-    The simulator's passwords are left out (see with_gir_secrets): Airflow reads them from connections.
+    The generated passwords are left out (see with_gir_secrets): Airflow reads them from connections.
     """
-    env = {
-        key: value for key, value in base_env.items() if key not in (OPS_PASSWORD_ENV, KEYSTORE_PASSWORD_ENV)
-    }
+    hidden = (OPS_PASSWORD_ENV, KEYSTORE_PASSWORD_ENV, AIRFLOW_API_PASSWORD_ENV)
+    env = {key: value for key, value in base_env.items() if key not in hidden}
     # `airflow standalone` starts its components as plain `airflow`: the venv's bin must come first.
     venv_bin = str(python.parent)
     path_entries = [venv_bin, *[p for p in env.get("PATH", os.defpath).split(os.pathsep) if p != venv_bin]]
@@ -228,11 +231,12 @@ def build_env(
 
 
 def with_gir_secrets(env: Mapping[str, str], stack_secrets: Mapping[str, str]) -> dict[str, str]:
-    """The environment of the children that need the simulator's passwords (never Airflow itself)."""
+    """The environment of the children that need the generated passwords (never Airflow itself)."""
     return {
         **env,
         OPS_PASSWORD_ENV: stack_secrets["ops_password"],
         KEYSTORE_PASSWORD_ENV: stack_secrets["keystore_password"],
+        AIRFLOW_API_PASSWORD_ENV: stack_secrets["airflow_api_password"],
     }
 
 
@@ -516,10 +520,26 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
 
     children.run("airflow db migrate", [airflow, "db", "migrate"], env)
     rws_args = [arg for site, url in urls.items() for arg in ("--rws", f"{site}={url}")]
+    api_args = ["--airflow-api", f"http://127.0.0.1:{port}"]
     children.run(
         "pools and connections (include.gir_ops.bootstrap demo)",
-        [str(python), "-m", "include.gir_ops.bootstrap", "--topology", str(topology), "demo", *rws_args],
+        [
+            str(python),
+            "-m",
+            "include.gir_ops.bootstrap",
+            "--topology",
+            str(topology),
+            "demo",
+            *rws_args,
+            *api_args,
+        ],
         gir_env,
+    )
+    # Before the API server starts: SimpleAuthManager keeps a password it finds in its file.
+    children.run(
+        "pool-check user (include.gir_ops.bootstrap airflow-api-user)",
+        [str(python), "-m", "include.gir_ops.bootstrap", "airflow-api-user"],
+        env,
     )
     children.run(
         "demo data (include.gir_ops.simulator.demo_data)",

@@ -50,6 +50,8 @@ import pytest  # noqa: E402
 import requests  # noqa: E402
 import yaml  # noqa: E402
 
+from tests.airflow_api_server import AirflowApiServer, serve_airflow_api  # noqa: E402
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
@@ -201,6 +203,36 @@ def gir_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
 def gir(gir_factory: Callable[..., SimulatedGir]) -> SimulatedGir:
     """The default topology's three DCs, simulated."""
     return gir_factory()
+
+
+# --- Airflow's own REST API (the DAGs' pool check) ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def airflow_api_server(airflow_db: Path) -> Iterator[AirflowApiServer]:
+    """Airflow's API app (core API + SimpleAuthManager) on a free loopback port, one per test process.
+
+    dag.test() runs tasks in this process, and `airflow dags test` subprocesses reach it over loopback.
+    """
+    with serve_airflow_api() as server:
+        yield server
+
+
+@pytest.fixture
+def airflow_api(airflow_api_server: AirflowApiServer, monkeypatch: pytest.MonkeyPatch) -> AirflowApiServer:
+    """What ``check_pools`` needs: connection ``gir_airflow_api`` set and the default topology's pools.
+
+    Use it in every test module that runs a DAG with ``check_pools`` (re-index, failover).
+    """
+    from airflow.api_fastapi.app import init_auth_manager
+
+    from include.gir_ops.bootstrap import ensure_pools
+    from include.gir_ops.topology import load_topology
+
+    init_auth_manager()  # idempotent; another module's purge_cached_app() may have dropped it
+    monkeypatch.setenv("AIRFLOW_CONN_GIR_AIRFLOW_API", airflow_api_server.connection_json())
+    ensure_pools(load_topology(DEFAULT_TOPOLOGY))
+    return airflow_api_server
 
 
 # --- DAG loading -------------------------------------------------------------------------------------

@@ -9,22 +9,40 @@ Connections carry credentials, so in a real deployment an operator creates them 
 backend). ``demo`` creates them for the simulator that ``make run`` starts. Passwords come from the
 environment, never from the command line (visible in the process list), and are never printed.
 
+The DAGs check their pools through Airflow's REST API (``include.gir_ops.pools``), as a service user that
+may read pools, through the connection ``gir_airflow_api``. ``airflow-api`` stores that connection;
+``airflow-api-user`` creates its user in the auth manager (SimpleAuthManager: its passwords file; FAB:
+``airflow users create --role Viewer``, the password on stdin).
+
     python -m include.gir_ops.bootstrap pools [--topology FILE]
     python -m include.gir_ops.bootstrap demo --rws DC1=http://127.0.0.1:18801 --rws DC2=... [--topology FILE]
+        [--airflow-api http://127.0.0.1:8080]
+    python -m include.gir_ops.bootstrap airflow-api --url https://airflow.example.com [--login USER]
+    python -m include.gir_ops.bootstrap airflow-api-user
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from include.gir_ops.airflow_api import (
+    AIRFLOW_API_CONN_ID,
+    AIRFLOW_API_PASSWORD_ENV,
+    FAB_ROLE,
+    SERVICE_USER,
+    SIMPLE_AUTH_MANAGER_ROLE,
+)
 from include.gir_ops.topology import Topology, TopologyError, load_topology
 
 if TYPE_CHECKING:
@@ -285,6 +303,195 @@ def ensure_connections(
     return changes
 
 
+# --- the Airflow REST API connection and its service user -------------------------------------------
+
+
+def parse_airflow_api_url(url: str) -> HttpTarget:
+    """The API server's base URL as an HTTP connection stores it; a path prefix (behind a proxy) is kept."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BootstrapError(f"Airflow API URL {url!r}: write it as http(s)://host[:port][/prefix]")
+    if parts.username or parts.password:
+        raise BootstrapError(
+            "Airflow API URL: remove the credentials from the URL; the login and password are stored in "
+            "the connection's own fields"
+        )
+    if parts.query or parts.fragment or parts.path.rstrip("/").endswith(("/api/v2", "/auth/token")):
+        raise BootstrapError(
+            f"Airflow API URL {url!r}: give the API server's base URL (where the UI is served), without "
+            "/api/v2 or /auth/token"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise BootstrapError(f"Airflow API URL {url!r}: the port is not a number 1-65535") from None
+    prefix = parts.path.rstrip("/")
+    if prefix:
+        # HttpHook uses a host that contains "://" as the whole base URL, and appends the port after it.
+        netloc = f"{parts.hostname}:{port}" if port else parts.hostname
+        return HttpTarget(schema=parts.scheme, host=f"{parts.scheme}://{netloc}{prefix}", port=None)
+    return HttpTarget(schema=parts.scheme, host=parts.hostname, port=port)
+
+
+def ensure_airflow_api_connection(
+    url: str,
+    *,
+    login: str = SERVICE_USER,
+    password: str,
+    conn_id: str = AIRFLOW_API_CONN_ID,
+    session: Session | None = None,
+) -> Change:
+    """Create or update the HTTP connection the pool check uses to read pools through the REST API."""
+    if not password:
+        raise BootstrapError(
+            f"the Airflow API password is empty: set {AIRFLOW_API_PASSWORD_ENV} to the password of user "
+            f"{login!r}"
+        )
+    target = parse_airflow_api_url(url)
+    with _session_scope(session) as db:
+        change = _upsert_connection(
+            db,
+            conn_id,
+            conn_type=RWS_CONN_TYPE,
+            description=f"Airflow REST API, read-only, for the DAGs' pool check ({MANAGED_BY})",
+            host=target.host,
+            port=target.port,
+            schema=target.schema,
+            login=login,
+            password=password,
+        )
+    _log_change(change)
+    return change
+
+
+def ensure_simple_auth_password(passwords_file: Path, username: str, password: str) -> Change:
+    """Give a SimpleAuthManager user a known password in its passwords file (kept at mode 0600).
+
+    SimpleAuthManager generates a random password only for users missing from that file, so a password
+    written here before the API server starts is the one it accepts. Other users' entries are kept.
+    """
+    if not password:
+        raise BootstrapError(f"the password for SimpleAuthManager user {username!r} is empty")
+    current: dict[str, str] = {}
+    if passwords_file.exists():
+        text = passwords_file.read_text(encoding="utf-8").strip() or "{}"
+        try:
+            current = json.loads(text)
+        except json.JSONDecodeError:
+            raise BootstrapError(
+                f"{passwords_file} is not valid JSON; fix or delete it (SimpleAuthManager then generates "
+                "new passwords for its users)"
+            ) from None
+    action = (
+        "unchanged" if current.get(username) == password else "updated" if username in current else "created"
+    )
+    if action != "unchanged":
+        current[username] = password
+        passwords_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = passwords_file.with_name(passwords_file.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(json.dumps(current) + "\n")
+        os.replace(tmp, passwords_file)
+    os.chmod(passwords_file, 0o600)
+    change = Change("user", username, action, f"SimpleAuthManager password in {passwords_file}")
+    _log_change(change)
+    return change
+
+
+def _auth_manager() -> str:
+    from airflow.configuration import conf
+
+    return conf.get("core", "auth_manager", fallback="") or ""
+
+
+def ensure_airflow_api_user(conn_id: str = AIRFLOW_API_CONN_ID) -> Change:
+    """Create the user of connection ``conn_id`` in the configured auth manager, with read access to pools.
+
+    SimpleAuthManager: the user must be listed in ``[core] simple_auth_manager_users`` (with role viewer or
+    higher); its password is written to the passwords file, so run this before the API server starts (or
+    restart it). FAB: ``airflow users create --role Viewer``, the password on stdin (never on a command
+    line); an existing user is left as it is. Other auth managers: create the user there yourself.
+    """
+    from airflow.models.connection import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        connection = Connection.get_connection_from_secrets(conn_id)
+    except AirflowNotFoundException:
+        raise BootstrapError(
+            f"connection {conn_id!r} does not exist: create it first (`python -m include.gir_ops.bootstrap "
+            f"airflow-api --url ...`, or AIRFLOW_CONN_{conn_id.upper()})"
+        ) from None
+    login, password = connection.login or "", connection.password or ""
+    if not login or not password:
+        raise BootstrapError(f"connection {conn_id!r} needs a login and a password for the service user")
+    manager = _auth_manager()
+    if manager.endswith("SimpleAuthManager"):
+        from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+        roles = {user.username: (user.role or "") for user in SimpleAuthManager.get_users()}
+        if login not in roles:
+            raise BootstrapError(
+                f"SimpleAuthManager has no user {login!r}: add `{login}:{SIMPLE_AUTH_MANAGER_ROLE}` to "
+                "[core] simple_auth_manager_users (AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS)"
+            )
+        if not roles[login]:
+            raise BootstrapError(
+                f"SimpleAuthManager user {login!r} has no role: give it {SIMPLE_AUTH_MANAGER_ROLE}"
+            )
+        return ensure_simple_auth_password(
+            Path(SimpleAuthManager.get_generated_password_file()), login, password
+        )
+    if manager.endswith("FabAuthManager"):
+        return _create_fab_user(login, password)
+    raise BootstrapError(
+        f"auth manager {manager!r}: create user {login!r} there yourself, with read access to pools"
+    )
+
+
+def _create_fab_user(login: str, password: str) -> Change:
+    airflow = Path(sys.executable).with_name("airflow")
+    command = [
+        str(airflow) if airflow.exists() else "airflow",
+        "users",
+        "create",
+        "--role",
+        FAB_ROLE,
+        "--username",
+        login,
+        "--firstname",
+        "gir-ops",
+        "--lastname",
+        "pool check",
+        "--email",
+        f"{login}@gir-ops.invalid",
+    ]
+    # Without --password the FAB CLI asks twice (getpass). In a new session there is no controlling
+    # terminal, so getpass reads the answers from stdin instead of prompting whoever runs this.
+    done = subprocess.run(  # noqa: S603 - a fixed command; the password goes on stdin
+        command,
+        input=f"{password}\n{password}\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        start_new_session=True,
+    )
+    output = (done.stdout + done.stderr).replace(password, "***")
+    if done.returncode != 0:
+        raise BootstrapError(
+            f"`airflow users create` for {login!r} failed (exit {done.returncode}): {output[-2000:]}"
+        )
+    action = "kept" if "already exist" in output else "created"
+    change = Change(
+        "user", login, action, f"FAB role {FAB_ROLE}" if action == "created" else "existing FAB user"
+    )
+    log.info("%s", change)
+    return change
+
+
 # --- CLI ---------------------------------------------------------------------------------------------
 
 
@@ -315,11 +522,59 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--rws", action="append", default=[], metavar="SITE=URL", help="repeat per DC")
     demo.add_argument("--login", default=DEMO_OPS_LOGIN, help="RWS ops user (default: %(default)s)")
+    demo.add_argument(
+        "--airflow-api",
+        metavar="URL",
+        help=f"also store connection {AIRFLOW_API_CONN_ID} to this API server (user {SERVICE_USER}, "
+        f"password from ${AIRFLOW_API_PASSWORD_ENV})",
+    )
+    api = commands.add_parser(
+        "airflow-api",
+        help=f"connection {AIRFLOW_API_CONN_ID} (the DAGs' pool check); password from "
+        f"${AIRFLOW_API_PASSWORD_ENV}",
+    )
+    api.add_argument(
+        "--url", required=True, help="the API server's base URL, e.g. https://airflow.example.com"
+    )
+    api.add_argument(
+        "--login", default=SERVICE_USER, help="a user that may read pools (default: %(default)s)"
+    )
+    commands.add_parser(
+        "airflow-api-user",
+        help=f"create the user of connection {AIRFLOW_API_CONN_ID} in the auth manager "
+        "(SimpleAuthManager, FAB)",
+    )
     return parser
+
+
+def _airflow_api_password() -> str:
+    password = os.environ.get(AIRFLOW_API_PASSWORD_ENV, "")
+    if not password:
+        raise BootstrapError(
+            f"set {AIRFLOW_API_PASSWORD_ENV} in the environment first (the service user's password)"
+        )
+    return password
+
+
+def _airflow_api_main(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "airflow-api":
+            change = ensure_airflow_api_connection(
+                args.url, login=args.login, password=_airflow_api_password()
+            )
+        else:
+            change = ensure_airflow_api_user()
+    except BootstrapError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(change)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("airflow-api", "airflow-api-user"):
+        return _airflow_api_main(args)
     try:
         topology = load_topology(args.topology)
         urls: dict[str, str] = {}
@@ -339,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             if unset:
                 print(f"set {' and '.join(unset)} in the environment first", file=sys.stderr)
                 return 2
+        api_password = _airflow_api_password() if args.command == "demo" and args.airflow_api else ""
         changes = ensure_pools(topology)
         if args.command == "demo":
             changes += ensure_connections(
@@ -348,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
                 ops_password=ops_password,
                 keystore_password=keystore_password,
             )
+            if args.airflow_api:
+                changes.append(ensure_airflow_api_connection(args.airflow_api, password=api_password))
     except (TopologyError, BootstrapError) as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -24,10 +24,14 @@ from typing import Any
 import pytest
 import yaml
 
+from include.gir_ops.params import CONTACT_CENTER_ID_PATTERN
 from include.gir_ops.simulator.server import simulated_contact_centers
 from include.gir_ops.simulator.state import SimError
 from include.gir_ops.topology import DEFAULT_TOPOLOGY_PATH
 from include.gir_ops.windows import to_ms
+
+# Each DAG starts with check_pools, which asks Airflow's REST API (the in-process test server) for its pools.
+pytestmark = pytest.mark.usefixtures("airflow_api")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CC_A, CC_B = "9a4c1e3f0b", "5d21f07c88"
@@ -176,6 +180,7 @@ def test_one_dag_per_reindex_dc_with_a_data_interval_in_the_dcs_timezone(gir: An
         assert dag.params.get_param("kinds").schema["examples"] == kinds_used
         contact_centers = dag.params.get_param("contact_centers").schema
         assert contact_centers.get("examples") == (gir.topology.site(site).rws.contact_centers or None)
+        assert contact_centers["items"]["pattern"] == CONTACT_CENTER_ID_PATTERN  # the one shared pattern
         plan, send = dag.get_task("plan"), dag.get_task("send")
         dc = gir.topology.site(site)
         assert plan.pool == send.pool == dc.rws_pool
@@ -184,6 +189,28 @@ def test_one_dag_per_reindex_dc_with_a_data_interval_in_the_dcs_timezone(gir: An
         assert plan.retries >= 2
         assert send.retries >= 2
         assert plan.downstream_task_ids == {"send"}
+
+
+def test_a_topology_that_reads_a_connection_variable_fails_parsing_without_leaking_it(
+    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12, 5c: ``${AIRFLOW_CONN_...}`` put a connection URI with its password into a DAG's doc_md."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    secret = "Ops-Password-Never-In-A-Doc-71"
+    document = topology_with(lambda dcs: dcs["DC2"]["rws"].update(conn_id="${AIRFLOW_CONN_GIR_RWS_DC2}"))
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv("GIR_TOPOLOGY", str(path))
+    monkeypatch.setenv("AIRFLOW_CONN_GIR_RWS_DC2", f"http://ops:{secret}@rws-dc2:8090")
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "gir_es_reindex.py"))
+    assert bag.dags == {}
+    errors = "\n".join(str(error) for error in bag.import_errors.values())
+    assert (
+        "data_centers[1].rws.conn_id: ${AIRFLOW_CONN_GIR_RWS_DC2} is not allowed: only GIR_* environment "
+        "variables are expanded in a topology"
+    ) in errors
+    assert secret not in errors
 
 
 def test_the_default_params_are_valid_for_scheduled_runs(gir: Any, load_dag: Any) -> None:
@@ -203,6 +230,8 @@ def test_the_default_params_are_valid_for_scheduled_runs(gir: Any, load_dag: Any
         ({"kinds": ["videos"]}, "'videos' is not one of ['recordings', 'screen-recordings']"),
         ({"kinds": "recordings"}, "'recordings' is not of type 'array'"),
         ({"contact_centers": ["9a4c-1e3f"]}, "'9a4c-1e3f' does not match"),
+        ({"contact_centers": ["../9a4c"]}, "'../9a4c' does not match"),
+        ({"contact_centers": ["f" * 65]}, f"'{'f' * 65}' does not match"),
         ({"from": "2026-11-20T00:00:00"}, "'2026-11-20T00:00:00' does not match"),
         ({"to": "yesterday"}, "'yesterday' does not match"),
         ({"purge_old": "yes"}, "'yes' is not of type 'boolean'"),
@@ -381,6 +410,17 @@ def test_503_twice_then_success(gir: Any, load_dag: Any) -> None:
     assert task_instances(dag_run)[("send", 0)].try_number == 1  # the client's retries were enough
 
 
+def test_429_twice_then_success(gir: Any, load_dag: Any, task_output: Callable[[], str]) -> None:
+    """Issue 12, 4a: a throttled forceIndex was not processed, so it is resent (it used to fail at once)."""
+    gir.fault("DC2", count=2, mode="status", http_status=429, status_code=19, method="POST")
+    dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=TWO_DAYS)
+    assert dag_run.state == "success"
+    assert sent_windows(gir) == [(DAY_1, 429), (DAY_1, 429), (DAY_1, 200), (DAY_2, 200)]
+    assert gir.indexed("DC2") == {CC_A: {"recordings": hours(utc(2026, 11, 1), utc(2026, 11, 3))}}
+    assert task_instances(dag_run)[("send", 0)].try_number == 1
+    assert "RWS DC2 is throttling requests and did not process forceIndex of recordings" in task_output()
+
+
 def test_refused_credentials_fail_at_once_and_say_so(
     gir: Any, load_dag: Any, monkeypatch: pytest.MonkeyPatch, task_output: Callable[[], str]
 ) -> None:
@@ -451,6 +491,119 @@ def test_a_timeout_is_resent_and_the_range_completes(
     assert set(indexed) == set(hours(utc(2026, 11, 1), utc(2026, 11, 3)))
 
 
+# --- pools: a run whose pool does not exist fails at once (issue 12, case 3d) ------------------------
+
+
+@pytest.fixture
+def without_pool(airflow_api: Any) -> Iterator[Callable[[str], None]]:
+    """Delete a pool for the test; every pool of the default topology exists again afterwards."""
+    from airflow.models import Pool
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    from include.gir_ops.bootstrap import ensure_pools
+    from include.gir_ops.topology import load_topology
+
+    def drop(name: str) -> None:
+        with create_session() as session:
+            session.execute(delete(Pool).where(Pool.pool == name))
+
+    yield drop
+    ensure_pools(load_topology(DEFAULT_TOPOLOGY_PATH))
+
+
+def test_check_pools_runs_first_in_default_pool(gir: Any, load_dag: Any) -> None:
+    dag = load_dag("gir_es_reindex_dc2")
+    check = dag.get_task("check_pools")
+    assert [task.task_id for task in dag.roots] == ["check_pools"]
+    assert check.downstream_task_ids == {"plan"}
+    assert check.pool == "default_pool"  # in the DC's pool it could never run when that pool is missing
+    assert check.retries >= 2
+
+
+def test_a_missing_pool_fails_the_run_at_check_pools_and_sends_nothing(
+    gir: Any, load_dag: Any, without_pool: Callable[[str], None], task_output: Callable[[], str]
+) -> None:
+    without_pool("gir_rws_dc2")
+    dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=TWO_DAYS)
+
+    assert dag_run.state == "failed"
+    tis = task_instances(dag_run)
+    check = tis[("check_pools", -1)]
+    assert (check.state, check.try_number) == ("failed", 1)  # AirflowFailException: no retry
+    assert tis[("plan", -1)].state == "upstream_failed"
+    output = task_output()
+    assert (
+        "Airflow pool(s) missing: gir_rws_dc2. The tasks of gir_es_reindex_dc2 in them would never" in output
+    )
+    assert "python -m include.gir_ops.bootstrap pools" in output
+    assert 'airflow pools set gir_rws_dc2 1 "Concurrent forceIndex POSTs to the RWS of DC2' in output
+    assert force_index_posts(gir, "DC2") == []
+    assert gir.requests("DC2") == []  # not even the read-only discovery
+
+
+def test_without_the_airflow_api_connection_the_run_fails_at_once_saying_how_to_create_it(
+    gir: Any, load_dag: Any, monkeypatch: pytest.MonkeyPatch, task_output: Callable[[], str]
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_GIR_AIRFLOW_API")
+    dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=TWO_DAYS)
+
+    assert dag_run.state == "failed"
+    check = task_instances(dag_run)[("check_pools", -1)]
+    assert (check.state, check.try_number) == ("failed", 1)
+    output = task_output()
+    assert "the Airflow connection 'gir_airflow_api' does not exist; create the HTTP connection" in output
+    assert "python -m include.gir_ops.bootstrap airflow-api --url" in output
+    assert gir.requests("DC2") == []
+
+
+def test_a_wrong_airflow_api_password_fails_at_once_and_is_never_shown(
+    gir: Any,
+    load_dag: Any,
+    airflow_api: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    task_output: Callable[[], str],
+) -> None:
+    wrong = "not-the-api-password-0815"
+    connection = json.loads(airflow_api.connection_json()) | {"password": wrong}
+    monkeypatch.setenv("AIRFLOW_CONN_GIR_AIRFLOW_API", json.dumps(connection))
+    dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=TWO_DAYS)
+
+    assert dag_run.state == "failed"
+    check = task_instances(dag_run)[("check_pools", -1)]
+    assert (check.state, check.try_number) == ("failed", 1)
+    output = task_output()
+    assert "refused the login 'gir_pools_reader' of connection 'gir_airflow_api' (HTTP 401" in output
+    assert wrong not in output
+    assert airflow_api.password not in output
+    assert gir.requests("DC2") == []
+
+
+def test_an_unreachable_airflow_api_is_retried_by_airflow(
+    gir: Any,
+    load_dag: Any,
+    airflow_api: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    task_output: Callable[[], str],
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    connection = json.loads(airflow_api.connection_json()) | {"port": closed_port}
+    monkeypatch.setenv("AIRFLOW_CONN_GIR_AIRFLOW_API", json.dumps(connection))
+    dag = load_dag("gir_es_reindex_dc2")
+    dag_run = run(dag, logical_date=None, run_conf=TWO_DAYS)
+
+    assert dag_run.state == "failed"
+    check = task_instances(dag_run)[("check_pools", -1)]
+    retries = dag.get_task("check_pools").retries
+    assert (check.state, check.try_number) == ("failed", 1 + retries)  # every retry was used
+    assert f"the Airflow API at http://127.0.0.1:{closed_port} could not be reached" in task_output()
+    assert gir.requests("DC2") == []
+
+
 # --- bad params that only the plan task can judge ----------------------------------------------------
 
 
@@ -474,6 +627,24 @@ def test_a_timeout_is_resent_and_the_range_completes(
             "param 'contact_centers': 0badc0de is not a contact center of DC2",
         ),
         ("scheduled", {"purge_old": True}, "param 'purge_old' is true on a scheduled run"),
+        # Issue 12, 5a: to=2036 was accepted (3,644 windows per pair, after a purge with purge_old).
+        (
+            "manual",
+            {"from": "2026-11-01T00:00:00Z", "to": "2036-11-01T00:00:00Z", "purge_old": True},
+            "param 'to' (2036-11-01T00:00Z) is in the future",
+        ),
+        # ... and this was an OverflowError, retried twice.
+        (
+            "manual",
+            {"from": "0001-01-01T00:30+01:00", "to": "2026-11-02T00:00:00Z"},
+            "param 'from': '0001-01-01T00:30+01:00' cannot be represented in UTC",
+        ),
+        # The form's pattern lets a trailing newline through (jsonschema uses re.search); plan does not.
+        (
+            "manual",
+            {"contact_centers": [f"{CC_A}\n"]},
+            "param 'contact_centers' must be a list of hexadecimal contact center IDs",
+        ),
         (
             "backfill",
             {"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"},

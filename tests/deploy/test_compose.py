@@ -410,6 +410,11 @@ def test_init_migrates_creates_the_admin_and_the_pools(compose):
     user = lines.index("_AIRFLOW_WWW_USER_CREATE=true /entrypoint airflow version")
     pools = lines.index("/entrypoint python -m include.gir_ops.bootstrap pools")
     assert migrate < user < pools
+    # The read-only user of AIRFLOW_CONN_GIR_AIRFLOW_API (the DAGs' check_pools), FAB only, after the admin
+    # (which makes FAB create its roles, Viewer among them).
+    api_user = lines.index("/entrypoint python -m include.gir_ops.bootstrap airflow-api-user")
+    assert user < api_user < pools
+    assert lines[api_user - 2] == 'if [[ -n "$${AIRFLOW_CONN_GIR_AIRFLOW_API}" ]]; then'
     env = _env(init)
     assert env["_AIRFLOW_WWW_USER_PASSWORD"].startswith("${_AIRFLOW_WWW_USER_PASSWORD:?")
 
@@ -625,11 +630,13 @@ def test_demo_profile_runs_the_simulator_for_every_site_of_the_topology(compose)
 
 
 def test_connection_variables_match_the_topology_conn_ids(compose):
+    from include.gir_ops.airflow_api import AIRFLOW_API_CONN_ID
     from include.gir_ops.topology import load_topology
 
     topology = load_topology()
     conn_ids = {dc.rws_conn_id for dc in topology.data_centers}
     conn_ids |= {rcs.password_conn_id for _, rcs in topology.rcs_instances if rcs.password_conn_id}
+    conn_ids.add(AIRFLOW_API_CONN_ID)  # the DAGs' check_pools reads pools through the REST API
     env = _env(_service(compose, "airflow-worker"))
     in_compose = {key.removeprefix("AIRFLOW_CONN_").lower() for key in env if key.startswith("AIRFLOW_CONN_")}
     assert in_compose == conn_ids
@@ -843,14 +850,18 @@ def test_init_and_demo_init_commands_create_pools_and_connections(compose):
         for line in script.splitlines()
         if "python -m include." in line
     ]
-    assert init_commands == [["python", "-m", "include.gir_ops.bootstrap", "pools"]]
+    assert init_commands == [
+        # With FAB and AIRFLOW_CONN_GIR_AIRFLOW_API set: the read-only user of the DAGs' check_pools.
+        ["python", "-m", "include.gir_ops.bootstrap", "airflow-api-user"],
+        ["python", "-m", "include.gir_ops.bootstrap", "pools"],
+    ]
     demo_init = _argv(_service(compose, "gir-demo-init")["command"])
     ops_password = secrets.token_urlsafe(12)
     keystore_password = secrets.token_urlsafe(12)
 
     env = _command_env(compose, "airflow-init")
     result = subprocess.run(
-        _python(init_commands[0]), env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+        _python(init_commands[1]), env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, result.stderr
     topology = load_topology(env["GIR_TOPOLOGY"])

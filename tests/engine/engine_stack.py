@@ -31,6 +31,7 @@ from typing import Any
 import requests
 import yaml
 
+from include.gir_ops.airflow_api import AIRFLOW_API_CONN_ID, SERVICE_USER, SIMPLE_AUTH_MANAGER_ROLE
 from include.gir_ops.processes import Child, StopStep, start_child, tail
 from tests.conftest import deep_merge, default_topology_dict
 
@@ -50,6 +51,10 @@ SESSION_MARKER_ENV = "GIR_ENGINE_SESSION"
 # name:role for SimpleAuthManager. admin triggers, approver approves; oncall (role user) may trigger and
 # answer HITL in general but is not an assigned approver of the failover.
 UI_USERS = {"admin": "admin", "approver": "admin", "oncall": "user"}
+# The DAGs' check_pools reads pools through the REST API as this read-only user (connection
+# gir_airflow_api); `bootstrap airflow-api-user` gives it its password before the API server starts.
+API_USERS = {**UI_USERS, SERVICE_USER: SIMPLE_AUTH_MANAGER_ROLE}
+SIMPLE_AUTH_MANAGER_USERS = ",".join(f"{user}:{role}" for user, role in API_USERS.items())
 EXPECTED_DAG_IDS = (
     "gir_es_reindex_dc2",
     "gir_es_reindex_dc3",
@@ -167,6 +172,7 @@ class EngineStack:
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.ops_password = secrets.token_urlsafe(16)
         self.keystore_password = secrets.token_urlsafe(16)
+        self.airflow_api_password = secrets.token_urlsafe(16)
         self.worker_name = f"gir-engine-{self.session_id}@{socket.gethostname()}"
         self.broker_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
         self.db_url = f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.database}"
@@ -198,6 +204,11 @@ class EngineStack:
                 str(self.topology_path),
                 "pools",
             ],
+            timeout=120,
+        )
+        self.run_step(
+            "bootstrap-airflow-api-user",
+            [sys.executable, "-m", "include.gir_ops.bootstrap", "airflow-api-user"],
             timeout=120,
         )
         self._start_simulator()
@@ -401,7 +412,7 @@ class EngineStack:
                 "AIRFLOW__API__WORKERS": "1",
                 # Not on 8080: without this every task fails to reach the execution API before it starts.
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in UI_USERS.items()),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": SIMPLE_AUTH_MANAGER_USERS,
                 # Short loops: the suite waits on the scheduler, dag-processor and triggerer many times.
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
@@ -420,8 +431,19 @@ class EngineStack:
         return env
 
     def connection_env(self) -> dict[str, str]:
-        """AIRFLOW_CONN_* (JSON form) for each DC's RWS at the simulator and the keystore password."""
-        env: dict[str, str] = {}
+        """AIRFLOW_CONN_* (JSON form): each DC's RWS at the simulator, the keystore password, the REST API."""
+        env: dict[str, str] = {
+            f"AIRFLOW_CONN_{AIRFLOW_API_CONN_ID.upper()}": json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": "127.0.0.1",
+                    "port": self.api_port,
+                    "schema": "http",
+                    "login": SERVICE_USER,
+                    "password": self.airflow_api_password,
+                }
+            )
+        }
         keystore_conn_ids: set[str] = set()
         for dc in self.topology_document["data_centers"]:
             slug = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in dc["site"].lower())
@@ -738,14 +760,25 @@ class AirflowApi:
         return self.get(path, deserialize=True)["value"]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+        """Every string of the task's structured log (JSON: the API serves no text/plain), one per line."""
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
-        response = self.session.get(
-            f"{self.base_url}/api/v2{path}",
+        body = self.request(
+            "GET",
+            path,
             params={"full_content": "true", "map_index": map_index},
-            headers={"Accept": "text/plain"},
-            timeout=30,
+            headers={"Accept": "application/json"},
         )
-        return response.text
+
+        def strings(node: Any) -> list[str]:
+            if isinstance(node, str):
+                return [node]
+            if isinstance(node, dict):
+                return [text for value in node.values() for text in strings(value)]
+            if isinstance(node, list):
+                return [text for value in node for text in strings(value)]
+            return []
+
+        return "\n".join(strings(body.get("content") if isinstance(body, dict) else body))
 
     def describe_run(self, dag_id: str, run_id: str, log_lines: int = 25) -> str:
         """Task states, and the log tail of every failed task: the diagnosis for a failed assertion."""

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -268,6 +269,214 @@ def test_pools_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert _slots("gir_rws_switch") == 1
 
 
+# --- the Airflow REST API connection and its service user (the DAGs' pool check) ---------------------
+
+API_PASSWORD = "api-Pa55-never-shown"
+API_CONN_ENV = "AIRFLOW_CONN_GIR_AIRFLOW_API"
+
+
+@pytest.fixture
+def no_api_connection(airflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No gir_airflow_api connection in the DB or the environment, before or after."""
+    monkeypatch.delenv(API_CONN_ENV, raising=False)
+    _delete([], ["gir_airflow_api"])
+    yield
+    _delete([], ["gir_airflow_api"])
+
+
+@pytest.mark.usefixtures("no_api_connection")
+def test_the_airflow_api_connection_is_created_then_updated_in_place() -> None:
+    change = bootstrap.ensure_airflow_api_connection("http://127.0.0.1:18080", password=API_PASSWORD)
+    assert (str(change), change.action) == (
+        "connection gir_airflow_api: created (http, 127.0.0.1:18080, login gir_pools_reader)",
+        "created",
+    )
+    conn = _conn("gir_airflow_api")
+    assert (conn.conn_type, conn.schema, conn.host, conn.port, conn.login) == (
+        "http",
+        "http",
+        "127.0.0.1",
+        18080,
+        "gir_pools_reader",
+    )
+    assert conn.password == API_PASSWORD
+
+    again = bootstrap.ensure_airflow_api_connection("https://airflow.example.com/gir", password="rotated")
+    assert again.action == "updated"
+    conn = _conn("gir_airflow_api")
+    # A path prefix (API server behind a proxy) stays in the host: HttpHook uses "scheme://..." as is.
+    assert (conn.schema, conn.host, conn.port, conn.password) == (
+        "https",
+        "https://airflow.example.com/gir",
+        None,
+        "rotated",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("airflow:8080", "write it as http(s)://host[:port][/prefix]"),
+        ("http://u:pw@airflow:8080", "remove the credentials from the URL"),
+        ("http://airflow:8080/api/v2", "without /api/v2 or /auth/token"),
+        ("http://airflow:99999", "the port is not a number"),
+    ],
+)
+def test_a_bad_airflow_api_url_is_refused(url: str, message: str) -> None:
+    with pytest.raises(bootstrap.BootstrapError, match=re.escape(message)) as caught:
+        bootstrap.ensure_airflow_api_connection(url, password=API_PASSWORD)
+    assert "pw@" not in str(caught.value)
+
+
+@pytest.mark.usefixtures("no_api_connection")
+def test_airflow_api_command_takes_the_password_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv(bootstrap.AIRFLOW_API_PASSWORD_ENV, raising=False)
+    assert bootstrap.main(["airflow-api", "--url", "http://127.0.0.1:18080"]) == 2
+    assert "set GIR_AIRFLOW_API_PASSWORD in the environment first" in capsys.readouterr().err
+
+    monkeypatch.setenv(bootstrap.AIRFLOW_API_PASSWORD_ENV, API_PASSWORD)
+    with caplog.at_level(logging.DEBUG):
+        assert bootstrap.main(["airflow-api", "--url", "http://127.0.0.1:18080", "--login", "reader"]) == 0
+    out, err = capsys.readouterr()
+    assert "connection gir_airflow_api: created (http, 127.0.0.1:18080, login reader)" in out
+    for text in (out, err, caplog.text):
+        assert API_PASSWORD not in text
+    assert _conn("gir_airflow_api").password == API_PASSWORD
+
+
+@pytest.mark.usefixtures("clean_db", "no_api_connection")
+def test_demo_also_stores_the_airflow_api_connection_on_request(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(bootstrap.OPS_PASSWORD_ENV, OPS_PASSWORD)
+    monkeypatch.setenv(bootstrap.KEYSTORE_PASSWORD_ENV, KEYSTORE_PASSWORD)
+    monkeypatch.setenv(bootstrap.AIRFLOW_API_PASSWORD_ENV, API_PASSWORD)
+    argv = ["--topology", str(TOPOLOGY_FILE), "demo", "--airflow-api", "http://127.0.0.1:18080"]
+    for site, url in URLS.items():
+        argv += ["--rws", f"{site}={url}"]
+    assert bootstrap.main(argv) == 0
+    assert "connection gir_airflow_api: created" in capsys.readouterr().out
+    assert _conn("gir_airflow_api").password == API_PASSWORD
+
+
+def test_a_simple_auth_manager_password_is_written_next_to_the_others(tmp_path: Path) -> None:
+    passwords = tmp_path / "simple_auth_manager_passwords.json.generated"
+    passwords.write_text(json.dumps({"admin": "generated-by-airflow"}))
+    passwords.chmod(0o644)
+
+    change = bootstrap.ensure_simple_auth_password(passwords, "gir_pools_reader", API_PASSWORD)
+
+    assert change.action == "created"
+    assert json.loads(passwords.read_text()) == {
+        "admin": "generated-by-airflow",
+        "gir_pools_reader": API_PASSWORD,
+    }
+    assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
+    assert API_PASSWORD not in str(change)
+    assert (
+        bootstrap.ensure_simple_auth_password(passwords, "gir_pools_reader", API_PASSWORD).action
+        == "unchanged"
+    )
+    assert bootstrap.ensure_simple_auth_password(passwords, "gir_pools_reader", "new").action == "updated"
+
+
+@pytest.fixture
+def api_user_env(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Connection gir_airflow_api from the environment; SimpleAuthManager with its own passwords file."""
+    monkeypatch.setenv(
+        API_CONN_ENV,
+        json.dumps(
+            {
+                "conn_type": "http",
+                "host": "127.0.0.1",
+                "port": 18080,
+                "login": "gir_pools_reader",
+                "password": API_PASSWORD,
+            }
+        ),
+    )
+    passwords = tmp_path / "passwords.json"
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+    monkeypatch.setenv(
+        "AIRFLOW__CORE__AUTH_MANAGER",
+        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+    )
+    return passwords
+
+
+def test_airflow_api_user_gives_the_simple_auth_manager_user_the_connections_password(
+    api_user_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,gir_pools_reader:viewer")
+    assert bootstrap.main(["airflow-api-user"]) == 0
+    out = capsys.readouterr().out
+    assert "user gir_pools_reader: created (SimpleAuthManager password in" in out
+    assert API_PASSWORD not in out
+    assert json.loads(api_user_env.read_text()) == {"gir_pools_reader": API_PASSWORD}
+
+
+def test_airflow_api_user_refuses_a_user_simple_auth_manager_does_not_list(
+    api_user_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+    assert bootstrap.main(["airflow-api-user"]) == 2
+    assert (
+        "SimpleAuthManager has no user 'gir_pools_reader': add `gir_pools_reader:viewer` to [core] "
+        "simple_auth_manager_users"
+    ) in capsys.readouterr().err
+    assert not api_user_env.exists()
+
+
+def test_airflow_api_user_without_the_connection_says_to_create_it(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(API_CONN_ENV, raising=False)
+    _delete([], ["gir_airflow_api"])
+    assert bootstrap.main(["airflow-api-user"]) == 2
+    assert "connection 'gir_airflow_api' does not exist: create it first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("fab_output", "action"), [('User "x" created', "created"), ("x already exist", "kept")]
+)
+def test_airflow_api_user_with_fab_passes_the_password_on_stdin_only(
+    api_user_env: Path, monkeypatch: pytest.MonkeyPatch, fab_output: str, action: str
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW__CORE__AUTH_MANAGER", "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+    )
+    calls: list[tuple[list[str], dict[str, Any]]] = []
+
+    def fake_run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append((command, kwargs))
+        return subprocess.CompletedProcess(command, 0, stdout=fab_output, stderr="")
+
+    monkeypatch.setattr(bootstrap.subprocess, "run", fake_run)
+    change = bootstrap.ensure_airflow_api_user()
+
+    assert change.action == action
+    ((command, kwargs),) = calls
+    assert command[1:] == [
+        "users",
+        "create",
+        "--role",
+        "Viewer",
+        "--username",
+        "gir_pools_reader",
+        "--firstname",
+        "gir-ops",
+        "--lastname",
+        "pool check",
+        "--email",
+        "gir_pools_reader@gir-ops.invalid",
+    ]
+    assert API_PASSWORD not in " ".join(command)  # never in a process list
+    assert kwargs["input"] == f"{API_PASSWORD}\n{API_PASSWORD}\n"  # FAB's two getpass prompts
+    assert kwargs["start_new_session"] is True  # no terminal: getpass reads stdin, never prompts a person
+
+
 # --- scripts/run_stack.py (no process of the stack is started here) ----------------------------------
 
 
@@ -322,7 +531,13 @@ def test_a_corrupt_secrets_file_is_an_error_not_a_silent_regeneration(
 
 def _env(run_stack: ModuleType, tmp_path: Path, port: int, base_env: dict[str, str] | None = None) -> Any:
     paths = run_stack.StackPaths.for_repo(tmp_path)
-    stack_secrets = {"fernet_key": "fk", "jwt_secret": "jwt", "ops_password": "op", "keystore_password": "kp"}
+    stack_secrets = {
+        "fernet_key": "fk",
+        "jwt_secret": "jwt",
+        "ops_password": "op",
+        "keystore_password": "kp",
+        "airflow_api_password": "ap",
+    }
     env = run_stack.build_env(
         paths,
         base_env=base_env if base_env is not None else {"PATH": "/usr/bin", "HOME": "/root"},
@@ -342,6 +557,7 @@ def test_env_keeps_all_state_under_dot_local(run_stack: ModuleType, tmp_path: Pa
         "AIRFLOW_CONFIG": str(Path("~/airflow/airflow.cfg").expanduser()),
         "PYTHONPATH": "/elsewhere",
         "GIR_SIM_OPS_PASSWORD": "leaked?",
+        "GIR_AIRFLOW_API_PASSWORD": "leaked too?",
     }
     paths, env, _ = _env(run_stack, tmp_path, 8080, base)
 
@@ -354,12 +570,17 @@ def test_env_keeps_all_state_under_dot_local(run_stack: ModuleType, tmp_path: Pa
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(tmp_path / "plugins")
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     assert env["AIRFLOW__CORE__FERNET_KEY"] == "fk"
-    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,approver:admin"
+    # gir_pools_reader: the read-only user of the DAGs' pool check (connection gir_airflow_api).
+    assert (
+        env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+        == "admin:admin,approver:admin,gir_pools_reader:viewer"
+    )
     assert env["PYTHONPATH"].split(os.pathsep) == [str(tmp_path), "/elsewhere"]
     assert env["PATH"].split(os.pathsep)[0] == "/venv/bin", "standalone runs `airflow` from PATH"
     assert env["GIR_TOPOLOGY"] == str(tmp_path / "topology.yaml")
     # The simulator's passwords reach only the children that need them, never Airflow.
     assert "GIR_SIM_OPS_PASSWORD" not in env and "GIR_RCS_KEYSTORE_PASSWORD" not in env
+    assert "GIR_AIRFLOW_API_PASSWORD" not in env
     assert paths.secrets == tmp_path / ".local" / "secrets.json"
     assert paths.pgdata == tmp_path / ".local" / "pgdata"
 
@@ -379,6 +600,7 @@ def test_gir_secrets_are_added_only_on_request(run_stack: ModuleType, tmp_path: 
     gir_env = run_stack.with_gir_secrets(env, stack_secrets)
     assert gir_env["GIR_SIM_OPS_PASSWORD"] == "op"
     assert gir_env["GIR_RCS_KEYSTORE_PASSWORD"] == "kp"
+    assert gir_env["GIR_AIRFLOW_API_PASSWORD"] == "ap"
     assert "GIR_SIM_OPS_PASSWORD" not in env
 
 
