@@ -15,6 +15,7 @@ from airflow.triggers.base import BaseTrigger  # noqa: F401
 # runs; parsing needs only the DAG's parts.
 from include.gir_ops import failover_spec
 from include.gir_ops.failover_triggers import VerifyEServicesSiteOperator
+from include.gir_ops.pools import check_pools
 from include.gir_ops.topology import TopologyError, load_topology
 
 topology = load_topology()
@@ -39,8 +40,12 @@ optionally `change_ticket` and `dry_run` → Trigger. Then **another** approver
 ({", ".join(a.id for a in settings.approvers)}) opens *Required Actions* (or this run's
 `approve_failover` task) and chooses *Approve* or *Reject*. The user who triggered cannot approve
 (two-person rule); no answer within {settings.response_timeout_minutes} min counts as a rejection.
+Only that answer, as Airflow records it for this run, authorizes the one POST (never XComs or task
+states), and only once. Trigger from the UI or the REST API as yourself: a CLI-triggered run can do a
+pre-flight or a dry run, never a switch.
 
-Steps: `preflight` (which RWS answer, target's first; the site they report; last keystore check and
+Steps: `check_pools` (the switch's pool exists, or the run stops before anyone is asked) → `preflight`
+(which RWS answer, target's first; the site they report; last keystore check and
 SpeechMiner backup, as warnings) → `approval_needed` (skips everything when the target is already
 current) → `approve_failover` → `recheck` (two-person rule, site unchanged?) →
 `switch_eservices_site` (ONE POST, never retried) → `verify_switch` (deferred, GETs only, up to
@@ -107,8 +112,9 @@ with DAG(
     @task(
         task_id=failover_spec.RECHECK,
         retry_delay=timedelta(seconds=10),
-        doc_md="Two-person rule (approver != triggering user, approver in failover.approvers), then the "
-        "site again: any change while waiting stops the run. Refusals fail at once; reads are retried.",
+        doc_md="Two-person rule from Airflow's own record of this run's approval (never XCom): approver "
+        "!= triggering user, approver in failover.approvers, triggered from the UI/REST API; then the site "
+        "again: any change while waiting stops the run. Refusals fail at once; reads are retried.",
     )
     def recheck(**context: Any) -> None:
         from include.gir_ops import failover
@@ -167,6 +173,7 @@ with DAG(
         failover.run_outcome(context)
 
     chain(
+        check_pools(),
         preflight(),
         approval_needed(),
         approve,

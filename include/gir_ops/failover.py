@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from include.gir_ops.airflow_api import AirflowApiClient
 from include.gir_ops.failover_spec import (
     APPROVE,
     APPROVE_FAILOVER,
@@ -56,6 +57,7 @@ from include.gir_ops.rws import (
     RwsClient,
     RwsError,
     RwsUnreachable,
+    not_processed,
 )
 from include.gir_ops.topology import Approver, DataCenter, Topology
 
@@ -206,14 +208,13 @@ def observe_node(
     list_path = f"{OPS_API}/genesys-environments"
     with RwsClient(dc.site, dc.rws_conn_id, timeout=PROBE_TIMEOUT) as client:
         try:
-            listing = client.request("GET", list_path, what="listing genesys environments", policy=PROBE)
-        except RwsError as exc:
+            listing, listed = client.genesys_environments(policy=PROBE)
+        except RwsError as exc:  # including an ID unfit for a URL path (RwsInvalidId)
             answers.append(_error_entry(phase, dc.site, "GET", list_path, exc))
             observation["error"] = _scrub(str(exc))
             return observation
         answers.append(_answer_entry(phase, dc.site, listing))
-        paths = listing.body.get("paths") or listing.body.get("uris") or []
-        ids = sorted({str(p).rstrip("/").rsplit("/", 1)[-1] for p in paths})
+        ids = sorted(set(listed))
         observation.update(answered=True, environment_ids=ids)
         if len(ids) != 1:
             return observation
@@ -419,11 +420,22 @@ def _fence(text: str) -> str:
     return "```text\n" + text.replace("```", "'''") + "\n```"
 
 
+_SUBJECT_TARGET = re.compile(
+    r"→ (?P<site>[^\s:()→]+)(?P<dry> \(DRY RUN\))?: approve the multimedia-switch\?$"
+)
+
+
+def approval_subject_target(subject: str) -> tuple[str, bool] | None:
+    """(target site, dry run) as the approval request's subject named them to the approver."""
+    match = _SUBJECT_TARGET.search(subject or "")
+    return (match["site"], bool(match["dry"])) if match else None
+
+
 def approval_text(record: Mapping[str, Any], topology: Topology) -> tuple[str, str]:
     """Subject and Markdown body of the approval request: what will happen, why, and what pre-flight saw."""
     request = record["request"]
     target = request["target_site"]
-    current = record.get("current_site") or "unknown"
+    current = str(record.get("current_site") or "unknown").replace("→", "-")
     dry = " (DRY RUN)" if request["dry_run"] else ""
     subject = f"eServices failover {current} → {target}{dry}: approve the multimedia-switch?"
     ticket = request.get("change_ticket")
@@ -468,6 +480,33 @@ def approval_text(record: Mapping[str, Any], topology: Topology) -> tuple[str, s
     return subject, "\n".join(lines)
 
 
+# --- what Airflow itself recorded about this run ------------------------------------------------------
+
+
+def approval_of_run(dag_run: Any, api: AirflowApiClient) -> dict[str, Any] | None:
+    """Airflow's own record of the answer to THIS run's approval request, or None when there is none.
+
+    Read from the HITL detail through Airflow's public API (the row only the Required Actions page / HITL
+    response endpoint writes, after checking the assigned users), addressed by this run's own dag_id and
+    run_id from the task's context, so an answer given to another run cannot be replayed into this one.
+    """
+    detail = api.hitl_detail(dag_run.dag_id, dag_run.run_id, APPROVE_FAILOVER)
+    if detail is None:
+        return None
+    return {
+        "response_received": bool(detail.get("response_received")),
+        "chosen_options": list(detail.get("chosen_options") or []),
+        "responded_by_user": detail.get("responded_by_user"),
+        "responded_at": detail.get("responded_at"),
+        "subject": detail.get("subject"),
+    }
+
+
+def trigger_path(dag_run: Any, api: AirflowApiClient) -> str | None:
+    """How Airflow recorded this run was created (``triggered_by``: ui, rest_api, cli, test, ...)."""
+    return api.dag_run(dag_run.dag_id, dag_run.run_id).get("triggered_by")
+
+
 # --- the steps ----------------------------------------------------------------------------------------
 
 
@@ -507,6 +546,17 @@ def run_preflight(context: Mapping[str, Any]) -> None:
         record["warnings"] = _preflight_warnings(record, request)
         record["already_current"] = survey["current_site"] == request.target_site
         record["approval_subject"], record["approval_body"] = approval_text(record, topology)
+        if not request.dry_run and not record["already_current"]:
+            with AirflowApiClient() as api:
+                via = trigger_path(dag_run, api)
+            if (via or "").casefold() not in TRUSTED_TRIGGERS:
+                raise FailoverRefused(
+                    "not-authorized",
+                    f"this run was triggered via {via or 'an unknown path'}, not by a person signed in to "
+                    "Airflow, so the two-person rule cannot be checked (a CLI trigger records the OS user). "
+                    "Pre-flight ran (see its findings) and nobody was asked. Trigger the switch from the UI "
+                    "or the REST API as yourself, or run this one with dry_run: true",
+                )
         if record["already_current"]:
             log.warning(
                 "RWS already reports eServicesSite %s: no approval asked, nothing will be switched",
@@ -514,7 +564,10 @@ def run_preflight(context: Mapping[str, Any]) -> None:
             )
         log.info("Pre-flight findings:\n%s", record["approval_body"])
     except FailoverRefused as exc:
-        record["error"] = exc.message
+        if exc.outcome == "preflight-failed":
+            record["error"] = exc.message
+        else:
+            record["refused"] = {"outcome": exc.outcome, "message": exc.message}
         raise _fail(exc) from None
     except Exception as exc:
         record["error"] = _scrub(f"{type(exc).__name__}: {exc}")
@@ -557,19 +610,37 @@ def approval_needed(context: Mapping[str, Any]) -> bool:
     return True
 
 
+# How a run may have been created for its switch to count: by a person signed in to Airflow. A CLI
+# trigger records the OS user, a test or a DAG (TriggerDagRunOperator) records no person at all.
+TRUSTED_TRIGGERS = ("ui", "rest_api")
+
+
 def authorize(
-    approval: Mapping[str, Any] | None, triggered_by: str | None, approvers: Sequence[Approver]
+    approval: Mapping[str, Any] | None,
+    triggered_by: str | None,
+    approvers: Sequence[Approver],
+    *,
+    triggered_via: str | None,
+    target_site: str,
+    dry_run: bool,
 ) -> dict[str, Any]:
-    """The HITL answer must be an Approve by a configured approver who did not trigger the run."""
-    if not approval or "chosen_options" not in approval:
+    """The rule that lets a switch go out, decided here and nowhere else.
+
+    ``approval`` must be Airflow's own record of the answer to THIS run's approval request (the HITL
+    detail, read by :func:`approval_of_run`), never an XCom or a task state: both are writable through the
+    REST API by anyone who may edit DAG runs. The answer must be an Approve, by a configured approver who
+    is not the person who triggered the run, given to a request that named this run's target site.
+    """
+    if not approval or not approval.get("response_received"):
         raise FailoverRefused(
             "not-authorized",
-            "no approval was recorded for this run (was approve_failover marked success by hand?); "
-            "nothing was switched",
+            "Airflow holds no answer to this run's approval request (was approve_failover marked success "
+            "by hand, or its XComs written through the API?); only an answer given under Required Actions "
+            "counts. Nothing was switched",
         )
     responder = approval.get("responded_by_user")
     if list(approval.get("chosen_options") or []) != [APPROVE]:
-        if approval.get("timed_out") or responder is None:
+        if responder is None:
             raise FailoverRefused(
                 "timed-out", "nobody answered the approval request in time; nothing was switched"
             )
@@ -580,6 +651,14 @@ def authorize(
         )
     if not responder:
         raise FailoverRefused("not-authorized", "an approval without an approving user; nothing was switched")
+    if not dry_run and (triggered_via or "").casefold() not in TRUSTED_TRIGGERS:
+        raise FailoverRefused(
+            "not-authorized",
+            f"this run was triggered via {triggered_via or 'an unknown path'}, not by a person signed in to "
+            "Airflow, so the two-person rule cannot be checked (a CLI trigger records the OS user). A "
+            "pre-flight or dry run may come from anywhere; a switch must be triggered from the UI or the "
+            "REST API as yourself. Nothing was switched",
+        )
     if not triggered_by:
         raise FailoverRefused(
             "not-authorized",
@@ -600,6 +679,13 @@ def authorize(
             "not-authorized",
             f"{_user(responder)} is not in failover.approvers ({', '.join(a.id for a in approvers)}); "
             "nothing was switched",
+        )
+    shown = approval.get("subject") or ""
+    if approval_subject_target(shown) != (target_site, dry_run):
+        raise FailoverRefused(
+            "not-authorized",
+            f"the approver was asked {shown!r}, which is not a {'dry run' if dry_run else 'switch'} to "
+            f"{target_site} as this run requests; nothing was switched",
         )
     return {"approved_by": dict(responder), "approved_at": iso_utc(approval.get("responded_at"))}
 
@@ -637,36 +723,55 @@ def site_decision(
     return {"decision": "switch", "detail": f"site still {now or 'not reported'}; switching to {target_site}"}
 
 
+def _authorize_run(context: Mapping[str, Any], topology: Topology) -> tuple[FailoverRequest, dict[str, Any]]:
+    """This run's request (from its trigger conf, which nobody can edit) and its authorization."""
+    dag_run = context["dag_run"]
+    request = read_request(dag_run.conf, context["params"], dag_run.triggering_user_name, topology)
+    with AirflowApiClient() as api:
+        authorization = authorize(
+            approval_of_run(dag_run, api),
+            dag_run.triggering_user_name,
+            _failover(topology).approvers,
+            triggered_via=trigger_path(dag_run, api),
+            target_site=request.target_site,
+            dry_run=request.dry_run,
+        )
+    return request, authorization
+
+
 def run_recheck(context: Mapping[str, Any]) -> None:
     """Step 3: the two-person rule, then the site again after the (possibly long) wait for approval."""
     from include.gir_ops.topology import load_topology
 
-    ti, dag_run = context["ti"], context["dag_run"]
+    ti = context["ti"]
     answers: list[dict[str, Any]] = []
     record: dict[str, Any] = {"started_at": iso_utc(_now())}
     try:
         topology = load_topology()
+        request, record["authorization"] = _authorize_run(context, topology)
         preflight = ti.xcom_pull(task_ids=PREFLIGHT, key="record") or {}
-        approval = ti.xcom_pull(task_ids=APPROVE_FAILOVER, key="decision")
-        record["authorization"] = authorize(
-            approval, dag_run.triggering_user_name, _failover(topology).approvers
-        )
-        target = preflight["request"]["target_site"]
-        survey = survey_rws(topology, target, phase="recheck", answers=answers)
+        survey = survey_rws(topology, request.target_site, phase="recheck", answers=answers)
         record.update(current_site=survey["current_site"], nodes=survey["nodes"])
-        record.update(site_decision(preflight, survey, target))
+        record.update(site_decision(preflight, survey, request.target_site))
         log.info("Re-check: %s", record["detail"])
     except FailoverRefused as exc:
         record["refused"] = {"outcome": exc.outcome, "message": exc.message}
         log.error("Refused: %s", exc.message)
         raise _fail(exc) from None
+    except Exception as exc:
+        record["error"] = _scrub(f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         record["rws_answers"] = answers
         _push(ti, record)
 
 
 def run_switch(context: Mapping[str, Any]) -> None:
-    """Step 4: ONE multimedia-switch POST, never retried by Airflow, only by the client when safe."""
+    """Step 4: ONE multimedia-switch POST, never retried by Airflow, only by the client when safe.
+
+    Everything that decides comes from this run's trigger conf, Airflow's record of the approval and RWS
+    itself, read here again: never from another task's XCom, which a user may have rewritten.
+    """
     from include.gir_ops.topology import load_topology
 
     ti, dag_run = context["ti"], context["dag_run"]
@@ -675,21 +780,15 @@ def run_switch(context: Mapping[str, Any]) -> None:
     try:
         refuse_repeated_switch(ti.try_number)
         topology = load_topology()
+        request, authorization = _authorize_run(context, topology)
         preflight = ti.xcom_pull(task_ids=PREFLIGHT, key="record") or {}
         recheck = ti.xcom_pull(task_ids=RECHECK, key="record") or {}
-        # Checked again here, so clearing or marking an upstream task by hand cannot authorize a switch.
-        authorize(
-            ti.xcom_pull(task_ids=APPROVE_FAILOVER, key="decision"),
-            dag_run.triggering_user_name,
-            _failover(topology).approvers,
-        )
         if recheck.get("decision") not in ("switch", "nothing-to-do"):
             raise FailoverRefused(
                 "not-authorized", "the re-check after approval did not pass; nothing was sent"
             )
-        request = preflight["request"]
-        target, environment_id = request["target_site"], preflight["environment_id"]
-        record.update(target_site=target, environment_id=environment_id, dry_run=request["dry_run"])
+        target = request.target_site
+        record.update(target_site=target, dry_run=request.dry_run)
         if recheck["decision"] == "nothing-to-do":
             record.update(decision="nothing-to-do", detail=recheck["detail"])
             return
@@ -697,9 +796,12 @@ def run_switch(context: Mapping[str, Any]) -> None:
             topology,
             preflight=preflight,
             target=target,
-            environment_id=environment_id,
+            dry_run=request.dry_run,
             record=record,
             answers=answers,
+            claim=lambda: claim_approval(
+                _failover(topology).audit_log, dag_run.run_id, authorization, ti.try_number
+            ),
             checkpoint=lambda: _push(ti, {**record, "rws_answers": answers}),
         )
     except FailoverRefused as exc:
@@ -717,10 +819,46 @@ def refuse_repeated_switch(try_number: int) -> None:
     if try_number > 1:
         raise FailoverRefused(
             "not-authorized",
-            f"this run's switch step already ran (this is try {try_number}); a cleared switch is never sent "
-            "again on an old approval. Trigger a new run for a fresh pre-flight and approval; "
-            "nothing was sent",
+            f"this run's approval was already used: its switch step already ran (this is try {try_number}). "
+            "One approval authorizes one POST; a cleared switch is never sent again. Trigger a new run for "
+            "a fresh pre-flight and approval; nothing was sent",
         )
+
+
+APPROVALS_USED = "approvals-used"
+
+
+def claim_approval(audit_log: str, run_id: str, authorization: Mapping[str, Any], try_number: int) -> str:
+    """Spend this run's approval: one marker per run under ``<audit_log>/approvals-used/``, made before the
+    POST and never removed. A second claim for the same run (the run or the switch cleared and run again,
+    whatever the try numbers say) is refused, so one approval authorizes at most one POST.
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    folder = ObjectStoragePath(audit_log) / APPROVALS_USED
+    marker = folder / f"{_UNSAFE_NAME.sub('_', run_id)}.json"
+    payload = json.dumps(
+        {"run_id": run_id, "try_number": try_number, "claimed_at": iso_utc(_now()), **authorization},
+        default=iso_utc,
+    )
+    if folder.protocol in ("file", "local"):
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            # "x": created only if absent, atomically on a local or NFS file system.
+            with open(marker.path, "x", encoding="utf-8") as handle:
+                handle.write(payload)
+                return str(marker)
+        except FileExistsError:
+            pass
+    elif not marker.exists():
+        marker.write_text(payload)
+        return str(marker)
+    used = marker.read_text()
+    raise FailoverRefused(
+        "not-authorized",
+        f"this run's approval was already used ({used}); one approval authorizes one POST. Trigger a new "
+        "run for a fresh pre-flight and approval; nothing was sent",
+    )
 
 
 def _switch_through_first_rws(
@@ -728,15 +866,18 @@ def _switch_through_first_rws(
     *,
     preflight: Mapping[str, Any],
     target: str,
-    environment_id: str,
+    dry_run: bool,
     record: dict[str, Any],
     answers: list[dict[str, Any]],
+    claim: Callable[[], str],
     checkpoint: Callable[[], None],
 ) -> None:
     """POST through the first RWS that answers (target's first); move on only if the POST never left.
 
-    ``checkpoint`` stores the record just before the POST: if the worker dies or the task times out
-    while the POST is in flight, the audit says "unknown" instead of "nothing sent".
+    The genesys-environment ID is the one this RWS reports now (checked against pre-flight's), not a value
+    carried in XCom. ``claim`` spends the approval just before the POST; ``checkpoint`` stores the record,
+    so if the worker dies or the task times out while the POST is in flight, the audit says "unknown"
+    instead of "nothing sent".
     """
     skipped: list[str] = []
     for dc in ordered_sites(topology, target):
@@ -744,6 +885,8 @@ def _switch_through_first_rws(
         if not node["answered"]:
             skipped.append(f"{dc.site}: {node['error']}")
             continue
+        environment_id = _one_environment_id(dc.site, node, preflight)
+        record["environment_id"] = environment_id
         if node["eServicesSite"] == target:
             record.update(decision="nothing-to-do", detail=f"RWS {dc.site} already reports {target}")
             return
@@ -754,7 +897,7 @@ def _switch_through_first_rws(
                 f"just before the POST RWS {dc.site} reports {node['eServicesSite']}, not {before} as at "
                 "pre-flight; nothing was switched. Trigger again",
             )
-        if preflight["request"]["dry_run"]:
+        if dry_run:
             record.update(
                 decision="dry-run",
                 via_site=dc.site,
@@ -763,6 +906,8 @@ def _switch_through_first_rws(
             )
             log.warning("%s", record["detail"])
             return
+        if "approval_used" not in record:
+            record["approval_used"] = claim()
         record.update(post_attempted=True, answer="pending", via_site=dc.site)
         checkpoint()
         path = f"{OPS_API}/genesys-environments/{environment_id}/multimedia-switch"
@@ -777,20 +922,26 @@ def _switch_through_first_rws(
                     record["answer"] = "not-sent"
                     skipped.append(f"{dc.site}: {exc} (the POST never left; trying the next RWS)")
                     continue
-                if isinstance(exc, RwsAuthError) or exc.status_code not in (None, 0):
+                if not_processed(exc) or isinstance(exc, RwsAuthError) or _refused_by_rws(exc):
                     record.update(answer="refused", detail=_scrub(str(exc)))
                     raise FailoverRefused(
                         "switch-failed",
                         f"RWS {dc.site} refused the switch: {_scrub(str(exc))}. Nothing was switched; "
                         "it is not retried",
                     ) from None
-                # Sent, but no usable answer: RWS may have applied it. Never resend; let verify look.
+                # Sent, and RWS did not prove it changed nothing (a 5xx such as statusCode 9 "processing
+                # incomplete", a timeout, a dropped connection): it may have applied. Never resend.
                 record.update(
                     posted=True,
-                    answer="lost",
+                    answer="lost" if exc.http_status is None else "unknown",
                     switched_at=time.time(),
-                    detail=f"the POST reached RWS {dc.site} but no usable answer came back "
-                    f"({_scrub(str(exc))}); it is NOT resent. Verification will tell whether it applied",
+                    detail=f"the POST reached RWS {dc.site} but "
+                    + (
+                        "no usable answer came back"
+                        if exc.http_status is None
+                        else "RWS did not confirm it (and did not prove it changed nothing)"
+                    )
+                    + f" ({_scrub(str(exc))}); it is NOT resent. Verification will tell whether it applied",
                 )
                 log.error("%s", record["detail"])
                 return
@@ -809,6 +960,30 @@ def _switch_through_first_rws(
         return
     record["detail"] = "no RWS answered: " + "; ".join(skipped)
     raise FailoverRefused("switch-failed", f"{record['detail']}. Nothing was switched")
+
+
+def _refused_by_rws(exc: RwsError) -> bool:
+    """A 4xx answer: RWS turned the request down before acting on it (bad input, forbidden, not found)."""
+    return exc.http_status is not None and 400 <= exc.http_status < 500
+
+
+def _one_environment_id(site: str, node: Mapping[str, Any], preflight: Mapping[str, Any]) -> str:
+    """The one genesys-environment ID this RWS lists now: the one pre-flight saw, shown to the approver."""
+    ids = node["environment_ids"]
+    if len(ids) != 1:
+        raise FailoverRefused(
+            "site-changed",
+            f"RWS {site} now lists {len(ids)} genesys environments ({ids}); the procedure needs exactly one. "
+            "Nothing was switched",
+        )
+    shown = preflight.get("environment_id")
+    if shown is not None and shown != ids[0]:
+        raise FailoverRefused(
+            "site-changed",
+            f"RWS {site} lists genesys environment {ids[0]}, not {shown} as at pre-flight; nothing was "
+            "switched. Trigger again",
+        )
+    return ids[0]
 
 
 # --- outcome, follow-ups and audit --------------------------------------------------------------------
@@ -835,6 +1010,8 @@ def decide_outcome(  # noqa: PLR0911, PLR0912 - a decision table, read top to bo
 ) -> Outcome:
     """What happened, from what each step recorded (and the task states where a step left no record)."""
     preflight, recheck, switch = preflight or {}, recheck or {}, switch or {}
+    if preflight.get("refused"):
+        return Outcome(preflight["refused"]["outcome"], preflight["refused"]["message"])
     if "request" not in preflight or "environment_id" not in preflight or preflight.get("error"):
         why = (
             preflight.get("error")
@@ -858,7 +1035,9 @@ def decide_outcome(  # noqa: PLR0911, PLR0912 - a decision table, read top to bo
             f"the approval step ended {states.get(APPROVE_FAILOVER) or 'without running'} without an answer; "
             "nothing was switched",
         )
-    if list(approval.get("chosen_options") or []) != [APPROVE]:
+    if approval.get("unreadable"):
+        pass  # judged by what the re-check and the switch (which read it themselves) recorded
+    elif list(approval.get("chosen_options") or []) != [APPROVE]:
         if approval.get("timed_out") or approval.get("responded_by_user") is None:
             return Outcome("timed-out", "nobody answered the approval request in time; nothing was switched")
         return Outcome(
@@ -919,7 +1098,7 @@ def decide_outcome(  # noqa: PLR0911, PLR0912 - a decision table, read top to bo
             f"{switch.get('detail')}; verification: {verification.get('detail')}. Whether the switch applied "
             "is unknown: check RWS by hand before triggering again",
         )
-    if result == "unverified":
+    if result == "unverified" or switch.get("answer") == "unknown":
         return Outcome(
             "unverified",
             f"{switch.get('detail')}; NOT verified: {verification.get('detail')}. Check the eServices site "
@@ -932,12 +1111,18 @@ def decide_outcome(  # noqa: PLR0911, PLR0912 - a decision table, read top to bo
 
 
 def switch_back_command(topology: Topology, change_ticket: str | None = None) -> str:
+    """The REST API call that triggers the switch-back as the signed-in user (a CLI trigger cannot switch:
+    it records the OS user, which proves nobody)."""
     conf = {
         "target_site": topology.primary_site,
         "reason": f"{topology.primary_site} repaired: switching eServices back",
         "change_ticket": change_ticket or "<ticket>",
     }
-    return f"airflow dags trigger {DAG_ID} --conf '{json.dumps(conf)}'"
+    body = json.dumps({"logical_date": None, "conf": conf})
+    return (
+        f'curl -X POST "$AIRFLOW_URL/api/v2/dags/{DAG_ID}/dagRuns" -H "Authorization: Bearer $MY_TOKEN" '
+        f"-H 'Content-Type: application/json' -d '{body}'"
+    )
 
 
 def follow_ups(
@@ -976,7 +1161,8 @@ def follow_ups(
         items.append(
             f"Switch back when {topology.primary_site} is repaired, with the same DAG: in the UI, Trigger "
             f"gir_eservices_failover with target_site={topology.primary_site} and a reason, then have "
-            "another approver approve it under Required Actions; or from a shell: "
+            "another approver approve it under Required Actions; or through the REST API as yourself "
+            "(token from POST /auth/token): "
             f"{switch_back_command(topology, change_ticket)}"
         )
     else:
@@ -993,12 +1179,25 @@ def _states(ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
     return dict(by_run.get(run_id) or {})
 
 
+def _recorded_answer(dag_run: Any) -> dict[str, Any] | None:
+    """The approval as Airflow recorded it (None when nobody answered); the audit never trusts XCom for it."""
+    try:
+        with AirflowApiClient() as api:
+            approval = approval_of_run(dag_run, api)
+    except Exception as exc:  # the audit must still be written
+        log.warning("could not read this run's approval from Airflow: %s", _scrub(str(exc)))
+        return {"unreadable": _scrub(f"{type(exc).__name__}: {exc}")}
+    if not approval or not approval["response_received"]:
+        return None
+    return {**approval, "timed_out": approval.get("responded_by_user") is None}
+
+
 def gather(context: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the steps recorded, for the audit and the outcome."""
     ti, dag_run = context["ti"], context["dag_run"]
     return {
         "preflight": ti.xcom_pull(task_ids=PREFLIGHT, key="record"),
-        "approval": ti.xcom_pull(task_ids=APPROVE_FAILOVER, key="decision"),
+        "approval": _recorded_answer(dag_run),
         "recheck": ti.xcom_pull(task_ids=RECHECK, key="record"),
         "switch": ti.xcom_pull(task_ids=SWITCH, key="record"),
         "verification": ti.xcom_pull(task_ids=VERIFY, key="record"),
@@ -1031,7 +1230,9 @@ def build_audit_record(
         answers += (steps.get(step) or {}).get("rws_answers") or []
     answers += [{"phase": "verify", **a} for a in verification.get("answers") or []]
     decision = None
-    if approval:
+    if approval and approval.get("unreadable"):
+        decision = {"unreadable": approval["unreadable"]}
+    elif approval:
         decision = {
             "chosen": (approval.get("chosen_options") or [None])[0],
             "by": approval.get("responded_by_user"),

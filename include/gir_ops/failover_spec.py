@@ -14,6 +14,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
 from include.gir_ops.params import trigger_param
+from include.gir_ops.pools import CHECK_POOLS_TASK_ID as CHECK_POOLS
 from include.gir_ops.topology import Topology, TopologyError
 
 DAG_ID = "gir_eservices_failover"
@@ -31,7 +32,17 @@ RECHECK, SWITCH, VERIFY, AUDIT, OUTCOME = (
     "audit",
     "outcome",
 )
-TASK_IDS = (PREFLIGHT, APPROVAL_NEEDED, APPROVE_FAILOVER, RECHECK, SWITCH, VERIFY, AUDIT, OUTCOME)
+TASK_IDS = (
+    CHECK_POOLS,
+    PREFLIGHT,
+    APPROVAL_NEEDED,
+    APPROVE_FAILOVER,
+    RECHECK,
+    SWITCH,
+    VERIFY,
+    AUDIT,
+    OUTCOME,
+)
 
 
 def iso_utc(value: Any) -> str | None:

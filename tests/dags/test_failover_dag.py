@@ -30,6 +30,8 @@ from tests.conftest import REPO_ROOT, SimulatedGir, parse_dags
 
 DAG_ID = failover_spec.DAG_ID
 SWITCH_PATH = "multimedia-switch"
+# The DAG's check_pools asks Airflow's REST API (the in-process test server) for gir_rws_switch.
+pytestmark = pytest.mark.usefixtures("airflow_api")
 RUN_TIMEOUT_SECONDS = 90
 APPROVERS = [{"id": "approver", "name": "On-call approver"}, {"id": "second", "name": "Second approver"}]
 
@@ -111,11 +113,13 @@ class FailoverRun:
         conf: dict[str, Any],
         *,
         triggered_by: str | None = None,
+        triggered_via: str = "rest_api",
         timeout: float = RUN_TIMEOUT_SECONDS,
     ) -> None:
         self.dag = dag
         self.conf = conf
         self.triggered_by = triggered_by
+        self.triggered_via = triggered_via
         self.timeout = timeout
         self.started = datetime.now(UTC)
         self.error: BaseException | None = None
@@ -138,20 +142,23 @@ class FailoverRun:
 
     @contextlib.contextmanager
     def _triggering_user(self) -> Iterator[None]:
-        """dag.test() creates its run as user "dag_test"; the UI/REST API records the real user instead.
+        """dag.test() creates its run as user "dag_test", triggered_by TEST; the UI/REST API records the
+        signed-in user and REST_API / UI instead.
 
-        The run is created with ``triggered_by`` as its triggering_user_name, as the trigger endpoint does
-        (changing the row later does not work: dag.test() holds the DagRun and writes it back).
+        The run is created with ``triggered_by`` as its triggering_user_name and ``triggered_via`` as its
+        triggered_by, as the trigger endpoint does (changing the row later does not work: dag.test() holds
+        the DagRun and writes it back).
         """
-        if self.triggered_by is None:
-            yield
-            return
         import airflow.models.dagrun as dagrun_module
+        from airflow.utils.types import DagRunTriggeredByType
 
         create = dagrun_module.get_or_create_dagrun
+        overrides: dict[str, Any] = {"triggered_by": DagRunTriggeredByType(self.triggered_via)}
+        if self.triggered_by is not None:
+            overrides["triggering_user_name"] = self.triggered_by
 
         def create_as_user(*args: Any, **kwargs: Any) -> Any:
-            return create(*args, **{**kwargs, "triggering_user_name": self.triggered_by})
+            return create(*args, **{**kwargs, **overrides})
 
         with mock.patch.object(dagrun_module, "get_or_create_dagrun", create_as_user):
             yield
@@ -375,7 +382,8 @@ def test_approved_failover_switches_once_verifies_and_audits(
     follow_ups = "\n".join(record["follow_ups"])
     assert "disaster-recovery.eservices-site = DC2" in follow_ups
     assert "Screen Recording Service" in follow_ups and "promote the backup index in DC2" in follow_ups
-    assert 'airflow dags trigger gir_eservices_failover --conf \'{"target_site": "DC1"' in follow_ups
+    assert "/api/v2/dags/gir_eservices_failover/dagRuns" in follow_ups
+    assert '"conf": {"target_site": "DC1"' in follow_ups and "airflow dags trigger" not in follow_ups
 
 
 def approve_as(user: str, seen: dict[str, Any], api: Any, option: str = "Approve") -> Callable[..., None]:
@@ -768,3 +776,49 @@ def test_good_params_are_accepted_at_trigger_time(
     assert created["triggering_user_name"] == "oncall"
     assert created["conf"]["target_site"] == "DC2"
     api.delete(f"/api/v2/dags/{DAG_ID}/dagRuns/{created['dag_run_id']}", headers=bearer("approver"))
+
+
+# --- who may cause a switch: a person signed in to Airflow, once per approval ---------------------------
+
+
+def test_a_cli_triggered_run_cannot_switch_and_asks_nobody(failover_dag: Any, fast_gir: SimulatedGir) -> None:
+    """`airflow dags trigger` records the OS user: pre-flight runs, then refuses before anyone is asked."""
+    dag_run = FailoverRun(failover_dag, conf(), triggered_by="root", triggered_via="cli").run()
+
+    assert no_posts(fast_gir)
+    task_states = states(dag_run)
+    assert task_states[failover_spec.PREFLIGHT] == "failed"
+    assert task_states[failover_spec.APPROVE_FAILOVER] == "upstream_failed", "nobody may be asked"
+    assert dag_run.state == "failed"
+    [record] = audit_records(fast_gir)
+    assert record["outcome"] == "not-authorized"
+    assert "triggered via cli" in record["detail"] and "UI or the REST API" in record["detail"]
+    assert record["preflight"]["keystore"] is not None, "pre-flight still ran and recorded its findings"
+
+
+def test_a_cli_triggered_dry_run_runs_through(failover_dag: Any, fast_gir: SimulatedGir, api: Any) -> None:
+    seen: dict[str, Any] = {}
+    dag_run = FailoverRun(failover_dag, conf(dry_run=True), triggered_by="root", triggered_via="cli").run(
+        approve_as("approver", seen, api)
+    )
+
+    assert no_posts(fast_gir)
+    assert dag_run.state == "success", states(dag_run)
+    [record] = audit_records(fast_gir)
+    assert record["outcome"] == "dry-run"
+
+
+def test_processing_incomplete_on_the_switch_is_never_resent_and_is_unverified(
+    failover_dag: Any, fast_gir: SimulatedGir, api: Any
+) -> None:
+    """HTTP 500 + statusCode 9: RWS may have applied it. One POST, then check by hand (was: 4 POSTs)."""
+    fast_gir.fault("DC2", count=4, http_status=500, status_code=9, path_contains=SWITCH_PATH, method="POST")
+    seen: dict[str, Any] = {}
+    dag_run = FailoverRun(failover_dag, conf()).run(approve_as("approver", seen, api))
+
+    assert [len(p) for p in switch_posts(fast_gir).values()] == [0, 1, 0], "sent once, never resent"
+    assert dag_run.state == "failed"
+    [record] = audit_records(fast_gir)
+    assert record["outcome"] == "unverified", record["detail"]
+    assert record["switch"]["posted"] is True and record["switch"]["answer"] == "unknown"
+    assert "NOT resent" in record["switch"]["detail"] and "by hand" in record["detail"]

@@ -150,7 +150,7 @@ def audit_records(engine: EngineStack, run_id: str) -> list[dict[str, Any]]:
     return [json.loads(path.read_text(encoding="utf-8")) for path in files]
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(720)
 def test_failover_switches_once_when_another_user_approves_and_never_on_self_approval(
     engine: EngineStack,
 ) -> None:
@@ -190,6 +190,31 @@ def test_failover_switches_once_when_another_user_approves_and_never_on_self_app
     assert audit["outcome"] == "verified", audit["detail"]
     assert audit["triggered_by"] == "admin"
     assert audit["decision"]["chosen"] == "Approve" and audit["decision"]["by"]["id"] == "approver"
+    approved_run_id = run_id
+
+    # Run 1 again: one approval authorizes one POST. Clearing the switch (and what follows) of the
+    # approved run and letting it run again must not send a second POST.
+    admin.request(
+        "POST",
+        f"/dags/{FAILOVER_DAG}/clearTaskInstances",
+        json={
+            "dry_run": False,
+            "dag_run_id": approved_run_id,
+            "task_ids": ["switch_eservices_site"],
+            "only_failed": False,
+            "include_downstream": True,
+        },
+    )
+    admin.wait_run(FAILOVER_DAG, approved_run_id, state="failed", timeout=180)
+    assert len(switch_posts(engine)) == 1, "a cleared switch must never POST again"
+    switch = admin.task_instance(FAILOVER_DAG, approved_run_id, "switch_eservices_site")
+    assert (switch["state"], switch["try_number"]) == ("failed", 2), switch
+    assert "approval was already used" in admin.task_log(
+        FAILOVER_DAG, approved_run_id, "switch_eservices_site", 2
+    )
+    audits = audit_records(engine, approved_run_id)
+    assert [a["outcome"] for a in audits] == ["verified", "not-authorized"], [a["detail"] for a in audits]
+    assert "approval was already used" in audits[-1]["detail"]
 
     # Run 2: admin asks to switch back and approves it personally; the API accepts the answer (admin is
     # an assigned approver) but the DAG's two-person rule must refuse to switch.
@@ -213,6 +238,38 @@ def test_failover_switches_once_when_another_user_approves_and_never_on_self_app
     assert sim_environment(engine)["current_site"] == "DC2"
     (audit,) = audit_records(engine, run_id)
     assert audit["outcome"] == "self-approval-refused", audit["detail"]
+    assert audit["switch"]["posted"] in (False, None), audit["switch"]
+
+    # Run 3: oncall (role "user": may edit DAG runs, is no approver) triggers a switch back, copies every
+    # XCom of the approval task from the approved run 1 into the new run and marks the approval task
+    # success through the REST API, without anyone answering. Nothing may be POSTed.
+    conf = {"target_site": "DC1", "reason": "engine test: forged approval", "dry_run": False}
+    run_id = oncall.trigger(FAILOVER_DAG, conf)["dag_run_id"]
+    oncall.wait_task_state(FAILOVER_DAG, run_id, "approve_failover", ["awaiting_input"], timeout=150)
+    source = f"/dags/{FAILOVER_DAG}/dagRuns/{approved_run_id}/taskInstances/approve_failover/xcomEntries"
+    copied = oncall.get(source, limit=100)["xcom_entries"]
+    assert any(entry["key"] == "decision" for entry in copied), copied
+    target = f"/dags/{FAILOVER_DAG}/dagRuns/{run_id}/taskInstances/approve_failover/xcomEntries"
+    for entry in copied:
+        value = oncall.get(f"{source}/{entry['key']}", deserialize=True)["value"]
+        oncall.request("POST", target, json={"key": entry["key"], "value": value, "map_index": -1})
+    assert oncall.xcom(FAILOVER_DAG, run_id, "approve_failover", "decision")["responded_by_user"]["id"] == (
+        "approver"
+    )
+    oncall.request(
+        "PATCH",
+        f"/dags/{FAILOVER_DAG}/dagRuns/{run_id}/taskInstances/approve_failover",
+        json={"new_state": "success"},
+    )
+    admin.wait_run(FAILOVER_DAG, run_id, state="failed", timeout=180)
+    assert len(switch_posts(engine)) == 1, "a forged approval must not POST a switch"
+    assert sim_environment(engine)["current_site"] == "DC2"
+    states = {ti["task_id"]: ti["state"] for ti in admin.task_instances(FAILOVER_DAG, run_id)}
+    assert states["recheck"] == "failed" and states["switch_eservices_site"] != "success", states
+    assert admin.hitl_detail(FAILOVER_DAG, run_id, "approve_failover")["response_received"] is False
+    (audit,) = audit_records(engine, run_id)
+    assert audit["outcome"] == "not-authorized", audit["detail"]
+    assert audit["decision"] is None, "the audit must not show the forged XCom as an approval"
     assert audit["switch"]["posted"] in (False, None), audit["switch"]
 
     # Leave the simulated deployment as it was for the other tests.

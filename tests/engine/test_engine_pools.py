@@ -13,7 +13,8 @@ import pytest
 from engine_stack import EngineStack
 from test_engine import switch_posts
 
-from include.gir_ops.bootstrap import RWS_SWITCH_POOL, pool_specs
+from include.gir_ops.bootstrap import pool_specs
+from include.gir_ops.shared import RWS_SWITCH_POOL
 
 pytestmark = pytest.mark.engine
 

@@ -122,19 +122,38 @@ def test_switch_not_resent_when_the_answer_is_not_from_rws(
 # --- the two-person rule ----------------------------------------------------------------------------
 
 
+SUBJECT = "eServices failover DC1 → DC2: approve the multimedia-switch?"
+
+
 def decision(chosen: str = "Approve", by: str | None = "approver", **extra: Any) -> dict[str, Any]:
+    """An answer as Airflow's HITL record holds it (what ``failover.approval_of_run`` returns)."""
     return {
+        "response_received": True,
         "chosen_options": [chosen],
         "responded_by_user": {"id": by, "name": by} if by else None,
         "responded_at": NOW.isoformat(),
-        "timed_out": False,
+        "subject": SUBJECT,
         **extra,
     }
 
 
+def authorize(
+    approval: dict[str, Any] | None,
+    triggered_by: str | None,
+    *,
+    via: str | None = "rest_api",
+    target: str = "DC2",
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    return failover.authorize(
+        approval, triggered_by, APPROVERS, triggered_via=via, target_site=target, dry_run=dry_run
+    )
+
+
 def test_an_approval_by_another_approver_is_accepted() -> None:
-    result = failover.authorize(decision(by="second"), "oncall", APPROVERS)
+    result = authorize(decision(by="second"), "oncall")
     assert result["approved_by"]["id"] == "second"
+    assert authorize(decision(by="second"), "oncall", via="ui")["approved_by"]["id"] == "second"
 
 
 @pytest.mark.parametrize(
@@ -144,9 +163,23 @@ def test_an_approval_by_another_approver_is_accepted() -> None:
         (decision(by="approver"), " Approver ", "self-approval-refused"),
         ({**decision(), "responded_by_user": {"id": "7", "name": "alice"}}, "alice", "self-approval-refused"),
         (decision(chosen="Reject", by="second"), "oncall", "rejected"),
-        (decision(chosen="Reject", by=None, timed_out=True), "oncall", "timed-out"),
+        (decision(chosen="Reject", by=None), "oncall", "timed-out"),
         (None, "oncall", "not-authorized"),
         ({}, "oncall", "not-authorized"),
+        # The approval task's XCom copied from an approved run, the task marked success: Airflow's own
+        # record of this run's request holds no answer.
+        ({**decision(by="second"), "response_received": False}, "oncall", "not-authorized"),
+        (
+            decision(by="second", subject="eServices failover DC1 → DC3: approve the multimedia-switch?"),
+            "oncall",
+            "not-authorized",
+        ),
+        (
+            decision(by="second", subject=SUBJECT.replace(": approve", " (DRY RUN): approve")),
+            "oncall",
+            "not-authorized",
+        ),
+        (decision(by="second", subject=None), "oncall", "not-authorized"),
         (decision(by="second"), None, "not-authorized"),
         (decision(by="second"), "", "not-authorized"),
         (decision(by="intruder"), "oncall", "not-authorized"),
@@ -159,6 +192,10 @@ def test_an_approval_by_another_approver_is_accepted() -> None:
         "timed-out",
         "no-answer-recorded",
         "empty-answer",
+        "xcom-forged-no-hitl-answer",
+        "approver-was-shown-another-site",
+        "approver-was-shown-a-dry-run",
+        "no-subject",
         "unknown-trigger-user",
         "blank-trigger-user",
         "not-an-approver",
@@ -168,14 +205,42 @@ def test_an_approval_that_does_not_count_is_refused(
     approval: dict[str, Any] | None, triggered_by: str | None, outcome: str
 ) -> None:
     with pytest.raises(FailoverRefused) as caught:
-        failover.authorize(approval, triggered_by, APPROVERS)
+        authorize(approval, triggered_by)
     assert caught.value.outcome == outcome
-    assert "nothing was switched" in caught.value.message
+    assert "nothing was switched" in caught.value.message.lower()
 
 
 def test_self_approval_message_names_the_other_approvers() -> None:
     with pytest.raises(FailoverRefused, match=r"two-person rule.*another approver \(second\)"):
-        failover.authorize(decision(by="approver"), "approver", APPROVERS)
+        authorize(decision(by="approver"), "approver")
+
+
+@pytest.mark.parametrize("via", ["cli", "test", "operator", "timetable", "backfill", "asset", None])
+def test_a_run_not_triggered_by_a_signed_in_person_cannot_switch(via: str | None) -> None:
+    """From the CLI triggering_user_name is the OS user: it proves nobody, so only a dry run may proceed."""
+    with pytest.raises(FailoverRefused, match="UI or the REST API") as caught:
+        authorize(decision(by="second"), "root", via=via)
+    assert caught.value.outcome == "not-authorized"
+    dry = decision(by="second", subject=SUBJECT.replace(": approve", " (DRY RUN): approve"))
+    assert authorize(dry, "root", via=via, dry_run=True)["approved_by"]["id"] == "second"
+
+
+def test_the_subject_shown_to_the_approver_names_the_target_and_the_dry_run() -> None:
+    record = {
+        "request": {"target_site": "DC2", "dry_run": False, "reason": "x" * 12},
+        "current_site": "DC1 → DC3",  # an odd value cannot pose as the target
+        "environment_id": "env",
+        "nodes": [],
+        "keystore": {"text": "k"},
+        "backup": {"text": "b"},
+        "warnings": [],
+    }
+    subject, _ = failover.approval_text(record, load_topology())
+    assert failover.approval_subject_target(subject) == ("DC2", False)
+    record["request"]["dry_run"] = True
+    subject, _ = failover.approval_text(record, load_topology())
+    assert failover.approval_subject_target(subject) == ("DC2", True)
+    assert failover.approval_subject_target("approve?") is None
 
 
 def test_a_cleared_switch_step_is_never_sent_again() -> None:
@@ -183,6 +248,21 @@ def test_a_cleared_switch_step_is_never_sent_again() -> None:
     with pytest.raises(FailoverRefused, match="already ran") as caught:
         failover.refuse_repeated_switch(2)
     assert caught.value.outcome == "not-authorized"
+    assert "approval was already used" in caught.value.message
+
+
+def test_one_approval_is_spent_by_one_post(tmp_path: Path) -> None:
+    """The marker outlives clearing: a second claim for the same run is refused whatever the try number."""
+    audit_log = f"file://{tmp_path}/audit"
+    granted = {"approved_by": {"id": "second", "name": "second"}, "approved_at": NOW.isoformat()}
+    marker = failover.claim_approval(audit_log, "manual__2026-11-30T03:00:00+00:00", granted, 1)
+    assert json.loads(Path(marker.removeprefix("file://")).read_text())["approved_by"]["id"] == "second"
+    with pytest.raises(FailoverRefused, match="approval was already used") as caught:
+        failover.claim_approval(audit_log, "manual__2026-11-30T03:00:00+00:00", granted, 1)
+    assert caught.value.outcome == "not-authorized"
+    # Another run has its own approval to spend.
+    failover.claim_approval(audit_log, "manual__2026-11-30T04:00:00+00:00", granted, 1)
+    assert len(list((tmp_path / "audit" / failover.APPROVALS_USED).iterdir())) == 2
 
 
 # --- the request ---------------------------------------------------------------------------------------
@@ -241,8 +321,12 @@ def test_trigger_form_has_no_default_site_and_lists_the_topology_sites() -> None
 def test_switch_back_command_is_a_valid_trigger() -> None:
     topology = load_topology()
     command = failover.switch_back_command(topology, "CHG-1")
-    assert command.startswith("airflow dags trigger gir_eservices_failover --conf '")
-    conf = json.loads(command.split("--conf '", 1)[1].rstrip("'"))
+    # Through the REST API as the signed-in user: a CLI trigger records the OS user and cannot switch.
+    assert command.startswith('curl -X POST "$AIRFLOW_URL/api/v2/dags/gir_eservices_failover/dagRuns"')
+    assert "airflow dags trigger" not in command and "Bearer $MY_TOKEN" in command
+    body = json.loads(command.split(" -d '", 1)[1].rstrip("'"))
+    conf = body["conf"]
+    assert body["logical_date"] is None
     assert conf["target_site"] == "DC1" and conf["change_ticket"] == "CHG-1"
     assert failover.read_request(conf, conf, "oncall", topology).target_site == "DC1"
 
@@ -669,3 +753,49 @@ def test_rws_auth_error_is_a_known_refusal() -> None:
     """An auth refusal is a definite answer: the switch step reports it as failed, not unknown."""
     exc = RwsAuthError("refused", site="DC2", http_status=401, status_code=20)
     assert exc.status_code not in (None, 0) and not exc.retryable
+
+
+@pytest.mark.parametrize(("http_status", "status_code"), [(500, 9), (500, 7), (200, 9)])
+def test_switch_not_resent_when_rws_may_have_applied_it(
+    gir: SimulatedGir, http_status: int, status_code: int
+) -> None:
+    """statusCode 9 (processing incomplete) or 7 (partial success): RWS may have switched. One POST only."""
+    gir.fault("DC2", count=3, http_status=http_status, status_code=status_code, path_contains=SWITCH)
+    with pytest.raises(RwsError) as caught:
+        switch_client(gir).multimedia_switch(environment_id(gir), "DC2")
+    assert caught.value.status_code == status_code
+    assert len(switch_posts(gir, "DC2")) == 1
+    assert not failover.not_processed(caught.value)
+
+
+def test_switch_resent_after_429_and_503_which_say_nothing_was_processed(gir: SimulatedGir) -> None:
+    gir.fault("DC2", count=1, http_status=429, status_code=4, path_contains=SWITCH)
+    gir.fault("DC2", count=1, http_status=503, status_code=4, path_contains=SWITCH)
+    answer = switch_client(gir).multimedia_switch(environment_id(gir), "DC2")
+    assert answer.attempts == 3
+    assert [p["http_status"] for p in switch_posts(gir, "DC2")] == [429, 503, 200]
+    assert len(gir.simulator.state.environment.switches) == 1
+
+
+@pytest.mark.parametrize("listed", ["..", "..%2Fcontact-centers", "env id", "env\nid"])
+def test_an_environment_id_unfit_for_a_url_path_is_never_used(
+    monkeypatch: pytest.MonkeyPatch, listed: str
+) -> None:
+    """The ID RWS lists goes into .../genesys-environments/<id>/multimedia-switch: refused, nothing sent."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GIR_RWS_DC2",
+        json.dumps({"conn_type": "http", "host": "rws.test", "login": "ops", "password": "x"}),
+    )
+    dc = load_topology().site("DC2")
+    answers: list[dict[str, Any]] = []
+    with requests_mock.Mocker() as mocked:
+        mocked.get(
+            "http://rws.test/api/v2/ops/genesys-environments",
+            json={"statusCode": 0, "paths": [f"/genesys-environments/{listed}"]},
+        )
+        node = failover.observe_node(dc, target_site="DC2", phase="switch", answers=answers)
+        assert mocked.call_count == 1, "nothing may be sent with the refused ID"
+    assert node["answered"] is False and node["environment_ids"] == []
+    assert "genesys-environment ID" in node["error"] and "refused" in node["error"]
+    with pytest.raises(RwsError, match="refused"):
+        RwsClient("DC2", dc.rws_conn_id).multimedia_switch(listed, "DC2")
