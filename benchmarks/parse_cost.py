@@ -40,7 +40,7 @@ REINDEX_FILE = "gir_es_reindex.py"
 # Where a DAG file's parse time goes, beyond what the trivial DAG also pays: each snippet is timed in a
 # fresh fork of the same worker, and shown against the trivial DAG (full mode only).
 _PARAM_SCHEMA = (
-    "import jsonschema; from include.gir_ops.params import ISO_WITH_OFFSET_PATTERN as P; "
+    "import jsonschema; from include.gir_ops.shared import ISO_WITH_OFFSET_PATTERN as P; "
     "s = {{{dialect}'type': ['null', 'string'], 'format': 'date-time', 'pattern': P, 'title': 'From', "
     "'description': 'Start of a custom range'}}; "
     "[jsonschema.validate(None, s, format_checker=jsonschema.FormatChecker()) for _ in range(100)]"

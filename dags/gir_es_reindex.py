@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-from include.gir_ops.params import CONTACT_CENTER_ID_PATTERN, ISO_WITH_OFFSET_PATTERN, trigger_param
+from include.gir_ops.params import trigger_param
 from include.gir_ops.pools import check_pools
+from include.gir_ops.shared import CONTACT_CENTER_ID_PATTERN, ISO_WITH_OFFSET_PATTERN
 from include.gir_ops.topology import REINDEX_KINDS, DataCenter, load_topology
 
 TOPOLOGY = load_topology()

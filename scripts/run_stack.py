@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from include.gir_ops.airflow_api import AIRFLOW_API_PASSWORD_ENV, SERVICE_USER, SIMPLE_AUTH_MANAGER_ROLE
+from include.gir_ops.airflow_api import SERVICE_USER, SIMPLE_AUTH_MANAGER_ROLE
 from include.gir_ops.processes import DEFAULT_STOP_PLAN, Child, StopStep, start_child, tail
+from include.gir_ops.shared import AIRFLOW_API_PASSWORD_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -21,6 +21,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from include.gir_ops.shared import AIRFLOW_API_PASSWORD_ENV
+
 if TYPE_CHECKING:
     import requests
 
@@ -35,7 +37,6 @@ AIRFLOW_API_CONN_ID = "gir_airflow_api"
 SERVICE_USER = "gir_pools_reader"
 SIMPLE_AUTH_MANAGER_ROLE = "viewer"
 FAB_ROLE = "Viewer"
-AIRFLOW_API_PASSWORD_ENV = "GIR_AIRFLOW_API_PASSWORD"  # noqa: S105 - a variable name, not a password
 TOKEN_PATH = "/auth/token"  # noqa: S105 - a URL path, not a token
 POOLS_PATH = "/api/v2/pools"
 

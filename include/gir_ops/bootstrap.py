@@ -38,10 +38,16 @@ from urllib.parse import urlsplit
 
 from include.gir_ops.airflow_api import (
     AIRFLOW_API_CONN_ID,
-    AIRFLOW_API_PASSWORD_ENV,
     FAB_ROLE,
     SERVICE_USER,
     SIMPLE_AUTH_MANAGER_ROLE,
+)
+from include.gir_ops.shared import (
+    AIRFLOW_API_PASSWORD_ENV,
+    KEYSTORE_PASSWORD_ENV,
+    OPS_PASSWORD_ENV,
+    RWS_SWITCH_POOL,
+    RWS_SWITCH_POOL_SLOTS,
 )
 from include.gir_ops.topology import Topology, TopologyError, load_topology
 
@@ -50,13 +56,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RWS_SWITCH_POOL = "gir_rws_switch"
-RWS_SWITCH_POOL_SLOTS = 1
 RWS_CONN_TYPE = "http"
 KEYSTORE_CONN_TYPE = "generic"
 DEMO_OPS_LOGIN = "ops"
-OPS_PASSWORD_ENV = "GIR_SIM_OPS_PASSWORD"  # noqa: S105 - a variable name, not a password
-KEYSTORE_PASSWORD_ENV = "GIR_RCS_KEYSTORE_PASSWORD"  # noqa: S105 - a variable name
 MANAGED_BY = "managed by include.gir_ops.bootstrap"
 
 

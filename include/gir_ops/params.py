@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from include.gir_ops.shared import CONTACT_CENTER_ID_PATTERN
+
 if TYPE_CHECKING:
     from airflow.sdk import Param
 
@@ -24,14 +26,12 @@ JSON_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 # ISO-8601 date and time with a UTC offset ("Z" or +hh:mm), as the trigger form's date-time picker
 # sends it (2026-11-20T00:00:00.000Z). Used in the re-index params' JSON schema and re-checked by
 # ``windows.parse_timestamp`` (a conf sent through the CLI or REST API skips the form).
-ISO_WITH_OFFSET_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
 
 # A contact center ID as GET /api/v2/ops/contact-centers returns it (the last segment of each URI): hex
 # digits only. ONE pattern for the topology, the re-index trigger form and discovery, because the ID goes
 # into a URL path (``.../contact-centers/<id>/recordings``): nothing else may reach it ('..', '/', '%2F',
 # whitespace, control characters). At most 64 digits: room for any hex ID (a UUID has 32) while keeping
 # what is sent and logged bounded.
-CONTACT_CENTER_ID_PATTERN = r"^[0-9a-fA-F]{1,64}$"
 _CONTACT_CENTER_ID = re.compile(CONTACT_CENTER_ID_PATTERN)
 
 _NO_DEFAULT: Any = object()

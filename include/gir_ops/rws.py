@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from include.gir_ops.params import is_contact_center_id
+from include.gir_ops.shared import ENVIRONMENT_ID_PATTERN, OPS_API
 from include.gir_ops.topology import REINDEX_KINDS
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OPS_API = "/api/v2/ops"
 
 # GWS API return values (statusCode in every response body).
 STATUS_CODE_MEANINGS: dict[int, str] = {
@@ -70,7 +70,6 @@ NON_RETRYABLE_STATUS_CODES = frozenset({1, 2, 3, 5, 6, 7, 10})
 MAX_RETRY_AFTER_SECONDS = 60.0
 # A genesys-environment ID as RWS lists it (a UUID in the deployments seen): one URL path segment of
 # letters, digits, '-' and '_'. No '.', so neither '..' nor anything that is not a plain segment.
-ENVIRONMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 _ENVIRONMENT_ID = re.compile(ENVIRONMENT_ID_PATTERN)
 
 

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from include.gir_ops.params import is_contact_center_id
+from include.gir_ops.shared import RWS_POOL_PREFIX
 
 DEFAULT_TOPOLOGY_PATH = Path(__file__).resolve().parent.parent / "config" / "topology.yaml"
 TOPOLOGY_ENV_VAR = "GIR_TOPOLOGY"
@@ -221,7 +222,7 @@ class DataCenter(_Strict):
 
     @property
     def rws_pool(self) -> str:
-        return self.reindex.pool or f"gir_rws_{self.site_slug}"
+        return self.reindex.pool or f"{RWS_POOL_PREFIX}{self.site_slug}"
 
 
 # Which folders under the source's speechminer.index_backup are backups: a name with a date in it

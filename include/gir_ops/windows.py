@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from include.gir_ops.params import ISO_WITH_OFFSET_PATTERN
+from include.gir_ops.shared import ISO_WITH_OFFSET_PATTERN
 
 HOUR = timedelta(hours=1)
 HOUR_MS = 3_600_000

@@ -126,6 +126,7 @@ PARSE_TIME_MODULES = {
     "include.gir_ops.failover_triggers",
     "include.gir_ops.params",
     "include.gir_ops.pools",  # check_pools only; its API client is imported when the task runs
+    "include.gir_ops.shared",
     "include.gir_ops.topology",
 }
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from include.gir_ops.params import CONTACT_CENTER_ID_PATTERN
+from include.gir_ops.shared import CONTACT_CENTER_ID_PATTERN
 from include.gir_ops.simulator.server import simulated_contact_centers
 from include.gir_ops.simulator.state import SimError
 from include.gir_ops.topology import DEFAULT_TOPOLOGY_PATH

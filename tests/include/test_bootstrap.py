@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from include.gir_ops import bootstrap
+from include.gir_ops import bootstrap, shared
 from include.gir_ops.topology import Topology, load_topology
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -212,8 +212,8 @@ def test_a_new_password_is_stored(topology: Topology) -> None:
 def test_passwords_are_never_printed_or_logged(
     topology: Topology, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    monkeypatch.setenv(bootstrap.OPS_PASSWORD_ENV, OPS_PASSWORD)
-    monkeypatch.setenv(bootstrap.KEYSTORE_PASSWORD_ENV, KEYSTORE_PASSWORD)
+    monkeypatch.setenv(shared.OPS_PASSWORD_ENV, OPS_PASSWORD)
+    monkeypatch.setenv(shared.KEYSTORE_PASSWORD_ENV, KEYSTORE_PASSWORD)
     argv = ["--topology", str(TOPOLOGY_FILE), "demo"]
     for site, url in URLS.items():
         argv += ["--rws", f"{site}={url}"]
@@ -256,8 +256,8 @@ def test_bad_urls_are_refused_before_touching_the_db(
 def test_demo_needs_the_passwords_in_the_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv(bootstrap.OPS_PASSWORD_ENV, raising=False)
-    monkeypatch.setenv(bootstrap.KEYSTORE_PASSWORD_ENV, KEYSTORE_PASSWORD)
+    monkeypatch.delenv(shared.OPS_PASSWORD_ENV, raising=False)
+    monkeypatch.setenv(shared.KEYSTORE_PASSWORD_ENV, KEYSTORE_PASSWORD)
     assert bootstrap.main(["demo", "--rws", "DC1=http://127.0.0.1:1"]) == 2
     assert "GIR_SIM_OPS_PASSWORD" in capsys.readouterr().err
 
@@ -350,8 +350,8 @@ def test_airflow_api_command_takes_the_password_from_the_environment(
 def test_demo_also_stores_the_airflow_api_connection_on_request(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv(bootstrap.OPS_PASSWORD_ENV, OPS_PASSWORD)
-    monkeypatch.setenv(bootstrap.KEYSTORE_PASSWORD_ENV, KEYSTORE_PASSWORD)
+    monkeypatch.setenv(shared.OPS_PASSWORD_ENV, OPS_PASSWORD)
+    monkeypatch.setenv(shared.KEYSTORE_PASSWORD_ENV, KEYSTORE_PASSWORD)
     monkeypatch.setenv(bootstrap.AIRFLOW_API_PASSWORD_ENV, API_PASSWORD)
     argv = ["--topology", str(TOPOLOGY_FILE), "demo", "--airflow-api", "http://127.0.0.1:18080"]
     for site, url in URLS.items():

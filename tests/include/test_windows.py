@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pendulum
 import pytest
 
-from include.gir_ops.params import ISO_WITH_OFFSET_PATTERN
+from include.gir_ops.shared import ISO_WITH_OFFSET_PATTERN
 from include.gir_ops.windows import (
     ReindexWindow,
     WindowError,

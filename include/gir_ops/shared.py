@@ -1,0 +1,106 @@
+"""What every feature shares, in one place: names Airflow and RWS know us by, ID patterns, how a task fails
+without retry, and how times and sizes are written for people.
+
+Imported at parse time by the DAG files (through the features' parse-time modules), so it imports nothing
+heavy: Airflow is imported inside the one function that needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+# --- names ---------------------------------------------------------------------------------------------
+
+# The root of the RWS ops API every call of the guide goes to.
+OPS_API = "/api/v2/ops"
+
+# Airflow pools: one per re-index DC (``gir_rws_<site>`` unless the topology names one), and one that lets a
+# single multimedia-switch POST out at a time.
+RWS_POOL_PREFIX = "gir_rws_"
+RWS_SWITCH_POOL = "gir_rws_switch"
+RWS_SWITCH_POOL_SLOTS = 1
+
+# Environment variables that carry passwords to the set-up commands (never a command-line argument).
+OPS_PASSWORD_ENV = "GIR_SIM_OPS_PASSWORD"  # noqa: S105 - a variable name, not a password
+KEYSTORE_PASSWORD_ENV = "GIR_RCS_KEYSTORE_PASSWORD"  # noqa: S105 - a variable name
+AIRFLOW_API_PASSWORD_ENV = "GIR_AIRFLOW_API_PASSWORD"  # noqa: S105 - a variable name
+
+# --- ID patterns (whole-string; JSON Schema and re.fullmatch alike) ------------------------------------
+
+# A contact center ID as GET /api/v2/ops/contact-centers returns it (the last segment of each URI): hex.
+CONTACT_CENTER_ID_PATTERN = r"^[0-9a-fA-F]{1,64}$"
+# A genesys-environment ID as GET /api/v2/ops/genesys-environments lists it; it goes into a URL path.
+ENVIRONMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+# A timestamp with its UTC offset, as the trigger forms take it (2026-11-20T00:00:00+01:00, ...Z).
+ISO_WITH_OFFSET_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
+
+# --- failing without retry -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fail_without_retry(*errors: type[BaseException]) -> Iterator[None]:
+    """An error of one of these types that a retry cannot heal ends the task at once.
+
+    It is re-raised as ``AirflowFailException`` (same message) so Airflow does not retry it, unless the
+    error says ``retryable = True`` (a dropped connection, a source still being written), which is raised
+    as it is for Airflow's retries.
+    """
+    try:
+        yield
+    except errors as exc:
+        if getattr(exc, "retryable", False):
+            raise
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from exc
+
+
+# --- times and sizes for people ------------------------------------------------------------------------
+
+
+def as_utc(moment: datetime) -> datetime:
+    """An aware datetime in UTC; a naive one is taken as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def iso_utc(value: Any) -> str | None:
+    """A datetime as ISO-8601 UTC, anything else as text, None as None (for XCom, reports and audits)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat()
+    return str(value)
+
+
+def format_utc(moment: datetime) -> str:
+    """2026-11-18T01:00Z: short, unambiguous, sortable (seconds and milliseconds only when present)."""
+    utc = as_utc(moment)
+    text = utc.strftime("%Y-%m-%dT%H:%M")
+    if utc.microsecond:
+        text = utc.isoformat(timespec="milliseconds").removesuffix("+00:00")
+    elif utc.second:
+        text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    return text + "Z"
+
+
+def format_age(then: datetime | None, now: datetime) -> str:
+    """How long ago, for a person: "12 min ago", "3.0 h ago", "at an unknown time"."""
+    if then is None:
+        return "at an unknown time"
+    hours = (now - then).total_seconds() / 3600
+    return f"{hours * 60:.0f} min ago" if hours < 1 else f"{hours:.1f} h ago"
+
+
+def format_size(size: float | None) -> str:
+    """Bytes for a person: "512 B", "1.50 MiB", "2.00 GiB"; "?" when unknown."""
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    return f"{value:.2f} GiB"
