@@ -104,3 +104,9 @@ def format_size(size: float | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
         value /= 1024
     return f"{value:.2f} GiB"
+
+
+# --- DAGs ----------------------------------------------------------------------------------------------
+
+# Every DAG's start_date: the earliest date a backfill may cover. Timetables carry their own timezone.
+DAG_START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
