@@ -252,7 +252,9 @@ def test_failover_switches_once_when_another_user_approves_and_never_on_self_app
     target = f"/dags/{FAILOVER_DAG}/dagRuns/{run_id}/taskInstances/approve_failover/xcomEntries"
     for entry in copied:
         value = oncall.get(f"{source}/{entry['key']}", deserialize=True)["value"]
-        oncall.request("POST", target, json={"key": entry["key"], "value": value, "map_index": -1})
+        oncall.request(
+            "POST", target, json={"key": entry["key"], "value": value, "map_index": -1}, expect=(201,)
+        )
     assert oncall.xcom(FAILOVER_DAG, run_id, "approve_failover", "decision")["responded_by_user"]["id"] == (
         "approver"
     )
