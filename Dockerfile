@@ -20,12 +20,14 @@ RUN pip install --no-cache-dir -r /opt/gir-ops/requirements.txt -c /opt/gir-ops/
     && pip check
 
 # The code is baked in so the image runs on its own (e.g. a worker on another host); docker-compose.yaml
-# mounts the same folders read-only on top for a checkout-driven deployment.
+# mounts the same folders read-only on top for a checkout-driven deployment. include/ holds the production
+# package include/gir_ops and, for the compose demo profile only, the simulator include/gir_sim.
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 
-# `include.gir_ops` importable as in an Astro project; the bundled topology describes the demo simulator.
+# `include.gir_ops` and `include.gir_sim` importable as in an Astro project; the bundled topology
+# describes the demo simulator.
 ENV PYTHONPATH=/opt/airflow \
     GIR_TOPOLOGY=/opt/airflow/include/config/topology.yaml \
     GIR_DATA_DIR=/var/lib/gir

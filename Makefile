@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean venv demo-drift demo-restore
+.PHONY: run test lint format bench clean venv demo-drift demo-restore browser-deps
 
 venv: $(STAMP)
 
@@ -27,10 +27,26 @@ demo-restore: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py restore-keystores
 
 ## Lint and the whole test suite (unit, dag.test(), real engine, browser). CI runs exactly this.
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/pytest
+
+## What the browser test drives: Debian's chromium and chromedriver. Installed when missing and run as
+## root (CI, containers); otherwise make stops and prints the command to run.
+BROWSER_PACKAGES := chromium chromium-driver
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "--> installing $(BROWSER_PACKAGES) for the browser test"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; \
+	else \
+		echo "make test: the browser test needs chromium and chromedriver; install them, then run make test again:" >&2; \
+		echo "    sudo apt-get update -qq && sudo apt-get install -y -qq $(BROWSER_PACKAGES)" >&2; \
+		exit 1; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -32,8 +32,9 @@ from typing import Any
 from urllib.parse import quote
 
 from include.gir_ops.airflow_api import SERVICE_USER, SIMPLE_AUTH_MANAGER_ROLE
-from include.gir_ops.processes import DEFAULT_STOP_PLAN, Child, StopStep, start_child, tail
-from include.gir_ops.shared import AIRFLOW_API_PASSWORD_ENV
+from include.gir_ops.shared import AIRFLOW_API_PASSWORD_ENV, KEYSTORE_PASSWORD_ENV, OPS_PASSWORD_ENV
+from include.gir_ops.topology import TopologyError, load_topology
+from include.gir_sim.processes import DEFAULT_STOP_PLAN, Child, StopStep, start_child, tail
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,8 +44,6 @@ UI_USERS = ("admin", "approver")
 # The DAGs' check_pools reads pools through the REST API as SERVICE_USER (role viewer, read-only); its
 # password is generated in secrets.json and written into SimpleAuthManager's passwords file.
 SIMPLE_AUTH_MANAGER_USERS = f"admin:admin,approver:admin,{SERVICE_USER}:{SIMPLE_AUTH_MANAGER_ROLE}"
-OPS_PASSWORD_ENV = "GIR_SIM_OPS_PASSWORD"  # noqa: S105 - a variable name, not a password
-KEYSTORE_PASSWORD_ENV = "GIR_RCS_KEYSTORE_PASSWORD"  # noqa: S105 - a variable name
 SECRET_KEYS = ("ops_password", "keystore_password", "fernet_key", "jwt_secret", "airflow_api_password")
 # Set by SIGINT/SIGTERM; every wait loop checks it, so a signal never interrupts a half-done step.
 STOP = threading.Event()
@@ -476,10 +475,6 @@ def _on_signal(signum: int, _frame: Any) -> None:
 
 
 def _sites(topology: Path) -> list[str]:
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from include.gir_ops.topology import TopologyError, load_topology
-
     try:
         return load_topology(topology).sites
     except TopologyError as exc:
@@ -543,15 +538,15 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
         env,
     )
     children.run(
-        "demo data (include.gir_ops.simulator.demo_data)",
-        [str(python), "-m", "include.gir_ops.simulator.demo_data", "--topology", str(topology)],
+        "demo data (include.gir_sim.demo_data)",
+        [str(python), "-m", "include.gir_sim.demo_data", "--topology", str(topology)],
         gir_env,
     )
     print("--> starting the GIR simulator", flush=True)
     port_args = [arg for site, p in ports.items() for arg in ("--port", f"{site}={p}")]
     children.start(
         "simulator",
-        [str(python), "-m", "include.gir_ops.simulator", "serve", "--topology", str(topology), *port_args],
+        [str(python), "-m", "include.gir_sim", "serve", "--topology", str(topology), *port_args],
         gir_env,
     )
     for site, url in urls.items():
@@ -596,8 +591,7 @@ def demo_keystores(action: str, instance: str | None, paths: StackPaths) -> int:
     Works on the running stack's demo data with its generated keystore password, so the next run of
     gir_rcs_keystore_check goes red (or green again) without anyone handling the password.
     """
-    from include.gir_ops.simulator import demo_data
-    from include.gir_ops.topology import load_topology
+    from include.gir_sim import demo_data
 
     if not paths.secrets.exists():
         print("no .local/secrets.json yet: start the stack once with `make run`", file=sys.stderr)

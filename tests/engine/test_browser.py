@@ -35,7 +35,7 @@ FAILOVER_PARAM_TITLES = ("Target eServices site", "Reason", "Change ticket", "Dr
 @pytest.fixture
 def browser() -> Iterator[WebDriver]:
     missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    assert not missing, f"{missing} not installed: apt-get install chromium chromium-driver (see .ci/run)"
+    assert not missing, f"{missing} not installed: `make browser-deps` installs chromium, chromium-driver"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from include.gir_ops.simulator import demo_data
-from include.gir_ops.simulator.demo_data import (
+from include.gir_ops.shared import KEYSTORE_PASSWORD_ENV
+from include.gir_ops.topology import Topology, parse_topology
+from include.gir_sim import demo_data
+from include.gir_sim.demo_data import (
     CURRENT_ALIAS,
     DRIFT_ALIAS,
     EMPTY_FILE,
@@ -31,7 +33,6 @@ from include.gir_ops.simulator.demo_data import (
     size_profile,
     write_incomplete_backup,
 )
-from include.gir_ops.topology import Topology, parse_topology
 
 PASSWORD = "s3cr3t-Keystore-Pässwörd"
 DAY = date(2026, 11, 20)
@@ -313,7 +314,7 @@ def test_drift_keystore_after_the_fact(topology: Topology) -> None:
 def test_cli_writes_files_and_never_prints_the_password(
     topology_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv(demo_data.PASSWORD_ENV_VAR, PASSWORD)
+    monkeypatch.setenv(KEYSTORE_PASSWORD_ENV, PASSWORD)
     code = demo_data.main(
         [
             "--topology",
@@ -346,19 +347,19 @@ def test_cli_writes_files_and_never_prints_the_password(
 def test_cli_requires_the_password(
     topology_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv(demo_data.PASSWORD_ENV_VAR, raising=False)
+    monkeypatch.delenv(KEYSTORE_PASSWORD_ENV, raising=False)
     assert demo_data.main(["--topology", str(topology_file)]) == 2
-    assert demo_data.PASSWORD_ENV_VAR in capsys.readouterr().err
+    assert KEYSTORE_PASSWORD_ENV in capsys.readouterr().err
     assert not (tmp_path / "dc1").exists()
 
 
 def test_cli_as_a_module(topology_file: Path, tmp_path: Path) -> None:
-    env = {**os.environ, demo_data.PASSWORD_ENV_VAR: PASSWORD}
+    env = {**os.environ, KEYSTORE_PASSWORD_ENV: PASSWORD}
     result = subprocess.run(
         [
             sys.executable,
             "-m",
-            "include.gir_ops.simulator.demo_data",
+            "include.gir_sim.demo_data",
             "--topology",
             str(topology_file),
             "--days",
@@ -369,7 +370,7 @@ def test_cli_as_a_module(topology_file: Path, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         env=env,
-        cwd=Path(__file__).resolve().parents[3],
+        cwd=Path(__file__).resolve().parents[2],
         check=False,
     )
     assert result.returncode == 0, result.stderr

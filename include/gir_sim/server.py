@@ -18,9 +18,9 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from include.gir_ops.simulator.app import create_app
-from include.gir_ops.simulator.state import SimState
 from include.gir_ops.topology import Topology
+from include.gir_sim.app import create_app
+from include.gir_sim.state import SimState
 
 
 def simulated_contact_centers(site: str, count: int = 3) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from include.gir_ops.simulator.state import Fault, SimError, SimState
+from include.gir_sim.state import Fault, SimError, SimState
 
 OPS = "/api/v2/ops"
 

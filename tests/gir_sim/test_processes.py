@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from include.gir_ops.processes import StopStep, start_child, tail
+from include.gir_sim.processes import Child, StopStep, start_child, tail
 
 STUBBORN = """
 import signal, time
@@ -48,6 +48,16 @@ def _wait_for_line(path: Path, text: str) -> None:
         time.sleep(0.05)
 
 
+def _start_ready_python(tmp_path: Path, name: str, code: str, *stop_plan: StopStep) -> tuple[Child, Path]:
+    """A Python child running ``code``, returned once it has logged "ready"."""
+    log = tmp_path / f"{name}.log"
+    child = start_child(
+        name, [sys.executable, "-c", code], env=os.environ, cwd=tmp_path, log_path=log, stop_plan=stop_plan
+    )
+    _wait_for_line(log, "ready")
+    return child, log
+
+
 def test_a_child_and_the_helpers_it_forked_are_stopped_together(tmp_path: Path) -> None:
     log = tmp_path / "child.log"
     child = start_child(
@@ -67,16 +77,7 @@ def test_a_child_and_the_helpers_it_forked_are_stopped_together(tmp_path: Path) 
 
 
 def test_a_child_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
-    log = tmp_path / "stubborn.log"
-    child = start_child(
-        "stubborn",
-        [sys.executable, "-c", STUBBORN],
-        env=os.environ,
-        cwd=tmp_path,
-        log_path=log,
-        stop_plan=(StopStep(signal.SIGTERM, 0.5),),
-    )
-    _wait_for_line(log, "ready")
+    child, _ = _start_ready_python(tmp_path, "stubborn", STUBBORN, StopStep(signal.SIGTERM, 0.5))
     assert child.stop() is False  # SIGKILL had to finish it
     assert _group_gone(child.process.pid)
     assert child.process.returncode == -signal.SIGKILL
@@ -84,16 +85,9 @@ def test_a_child_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
 
 def test_a_leader_only_step_reaches_the_leader_and_the_group_step_the_rest(tmp_path: Path) -> None:
     """As `airflow standalone` gets SIGINT alone and stops its components itself."""
-    log = tmp_path / "leader.log"
-    child = start_child(
-        "leader",
-        [sys.executable, "-c", LEADER],
-        env=os.environ,
-        cwd=tmp_path,
-        log_path=log,
-        stop_plan=(StopStep(signal.SIGINT, 1.0, group=False), StopStep(signal.SIGTERM, 5.0)),
+    child, log = _start_ready_python(
+        tmp_path, "leader", LEADER, StopStep(signal.SIGINT, 1.0, group=False), StopStep(signal.SIGTERM, 5.0)
     )
-    _wait_for_line(log, "ready")
     assert child.stop() is True
     assert child.process.returncode == 0  # the leader ran its own shutdown on SIGINT
     assert "got-int" in log.read_text().splitlines()[2:]

@@ -5,7 +5,7 @@ folders with awkward contents (empty files, non-ASCII names, large files) and ge
 that ``cryptography`` and ``openssl`` can open. Everything here is plain Python (no Airflow import), so
 ``make run``, tests and benchmarks can call it directly or through the CLI::
 
-    GIR_RCS_KEYSTORE_PASSWORD=... python -m include.gir_ops.simulator.demo_data --topology PATH
+    GIR_RCS_KEYSTORE_PASSWORD=... python -m include.gir_sim.demo_data --topology PATH
 
 Backup bytes are reproducible from a seed; keystores are built once per run and copied, because PKCS12
 serialization salts (and ECDSA signatures) are random and two builds never match byte for byte.
@@ -29,9 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
+from include.gir_ops.shared import KEYSTORE_PASSWORD_ENV
 from include.gir_ops.topology import Topology, TopologyError, load_topology
-
-PASSWORD_ENV_VAR = "GIR_RCS_KEYSTORE_PASSWORD"  # noqa: S105 - the variable's name, not a password
 
 # --- SpeechMiner daily index backup ------------------------------------------------------------------
 
@@ -506,11 +505,11 @@ def _parse_day(text: str) -> date:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m include.gir_ops.simulator.demo_data",
+        prog="python -m include.gir_sim.demo_data",
         description=(
             "Write the GIR simulator's demo data: SpeechMiner daily index backups of the shipping source "
             f"DC and one PKCS12 keystore per RCS instance. The keystore password is read from "
-            f"${PASSWORD_ENV_VAR}."
+            f"${KEYSTORE_PASSWORD_ENV}."
         ),
     )
     parser.add_argument(
@@ -546,10 +545,10 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Generate backups and keystores for a topology and print where they are (never the password)."""
     args = _build_parser().parse_args(argv)
-    password = os.environ.get(PASSWORD_ENV_VAR)
+    password = os.environ.get(KEYSTORE_PASSWORD_ENV)
     if not password:
         print(
-            f"error: {PASSWORD_ENV_VAR} is not set; export the RCS keystore password in it "
+            f"error: {KEYSTORE_PASSWORD_ENV} is not set; export the RCS keystore password in it "
             "(the same one the gir_rcs_keystore connection holds)",
             file=sys.stderr,
         )

@@ -1,5 +1,6 @@
 """Child processes in a session of their own, logged to a file and stopped as a whole process group.
 
+Part of ``include.gir_sim`` (what runs the demo and the tests' stack), not of the production package:
 ``make run`` (``scripts/run_stack.py``) and the real-engine tests (``tests/engine``) start the same kinds
 of processes (the simulator, Airflow components, set-up steps) and must leave none behind: an Airflow
 component forks helpers (executors, log servers, task runners) that a signal to the leader alone would

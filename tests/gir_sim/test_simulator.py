@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from include.gir_ops.simulator.server import GirSimulator, simulated_contact_centers
-from include.gir_ops.simulator.state import HOUR_MS, Fault, SimError, SimState, round_to_nearest_hour
 from include.gir_ops.topology import DEFAULT_TOPOLOGY_PATH, load_topology
+from include.gir_sim.server import GirSimulator, simulated_contact_centers
+from include.gir_sim.state import HOUR_MS, Fault, SimError, SimState, round_to_nearest_hour
 
 OPS = "/api/v2/ops"
 T0 = 1_369_272_257_713  # the guide's example "from"
@@ -324,8 +324,8 @@ def test_cli_serves_every_dc_and_stops_on_sigterm(tmp_path: Path) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             ports.append(probe.getsockname()[1])
-    env = os.environ | {"GIR_SIM_OPS_PASSWORD": "cli-pass", "PYTHONPATH": str(Path(__file__).parents[3])}
-    args = [sys.executable, "-m", "include.gir_ops.simulator", "serve"]
+    env = os.environ | {"GIR_SIM_OPS_PASSWORD": "cli-pass", "PYTHONPATH": str(Path(__file__).parents[2])}
+    args = [sys.executable, "-m", "include.gir_sim", "serve"]
     for site, port in zip(("DC1", "DC2", "DC3"), ports, strict=True):
         args += ["--port", f"{site}={port}"]
     process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -351,9 +351,9 @@ def test_cli_serves_every_dc_and_stops_on_sigterm(tmp_path: Path) -> None:
 
 def test_cli_without_password_refuses_to_start() -> None:
     env = {k: v for k, v in os.environ.items() if k != "GIR_SIM_OPS_PASSWORD"}
-    env["PYTHONPATH"] = str(Path(__file__).parents[3])
+    env["PYTHONPATH"] = str(Path(__file__).parents[2])
     result = subprocess.run(
-        [sys.executable, "-m", "include.gir_ops.simulator", "serve"],
+        [sys.executable, "-m", "include.gir_sim", "serve"],
         env=env,
         check=False,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""``python -m include.gir_ops.simulator serve``: the GIR data centers for ``make run`` and engine tests.
+"""``python -m include.gir_sim serve``: the GIR data centers for ``make run`` and engine tests.
 
 The ops user's password comes from ``GIR_SIM_OPS_PASSWORD`` (never a command-line argument, which any
 user of the machine can read in the process list).
@@ -12,8 +12,9 @@ import signal
 import sys
 import threading
 
-from include.gir_ops.simulator.server import GirSimulator
+from include.gir_ops.shared import OPS_PASSWORD_ENV
 from include.gir_ops.topology import TopologyError, load_topology
+from include.gir_sim.server import GirSimulator
 
 
 def _port_mapping(values: list[str]) -> dict[str, int]:
@@ -27,7 +28,7 @@ def _port_mapping(values: list[str]) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.gir_ops.simulator")
+    parser = argparse.ArgumentParser(prog="python -m include.gir_sim")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve every data center's RWS on loopback")
     serve.add_argument("--topology", help="topology file (default: $GIR_TOPOLOGY or the bundled one)")
@@ -36,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--dr-monitoring-delay", type=float, default=None, help="seconds (RWS setting)")
     args = parser.parse_args(argv)
 
-    password = os.environ.get("GIR_SIM_OPS_PASSWORD")
+    password = os.environ.get(OPS_PASSWORD_ENV)
     if not password:
         print(
-            "GIR_SIM_OPS_PASSWORD is not set: export the ops password the simulator should accept",
+            f"{OPS_PASSWORD_ENV} is not set: export the ops password the simulator should accept",
             file=sys.stderr,
         )
         return 2
