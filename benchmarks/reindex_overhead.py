@@ -9,8 +9,8 @@ with it for a GIL, and adds 20 ms to every API call.
 
 The baseline is the same POSTs (same paths, bodies, order) sent one after another by a plain
 ``requests.Session`` loop in another child process. Its windows are computed with the project's own
-``windows.split_windows``; the DAG's POSTs are counted from the simulator's record and compared with
-that count, window by window. Full mode alternates bare, DAG, bare and takes the bare loop's mean.
+``reindex.windows.split_windows``; the DAG's POSTs are counted from the simulator's record and compared
+with that count, window by window. Full mode alternates bare, DAG, bare and takes the bare loop's mean.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def expected_posts(
     start: datetime, end: datetime, contact_centers: list[str]
 ) -> list[tuple[str, str, int, int]]:
     """(contact center, kind, from ms, to ms) of every window, in the order one pair after another."""
-    from include.gir_ops.windows import split_windows
+    from include.gir_ops.reindex.windows import split_windows
 
     windows = split_windows(start, end, MAX_WINDOW_HOURS)
     return [(cc, kind, w.from_ms, w.to_ms) for cc in contact_centers for kind in KINDS for w in windows]
@@ -172,8 +172,8 @@ def run(*, quick: bool = False, days: int | None = None, reuse_airflow_db: bool 
     instead of a fresh one migrated in the child (unmeasured). Quick mode re-indexes 2 days of one
     contact center (both kinds), named in the run's params: the smoke case stays a few seconds of
     Airflow's per-task overhead rather than seven."""
-    from include.gir_ops.simulator.server import GirSimulator
     from include.gir_ops.topology import parse_topology
+    from include.gir_sim.server import GirSimulator
 
     range_days = days or (QUICK_DAYS if quick else FULL_DAYS)
     start, end = _range(range_days)

@@ -1,22 +1,24 @@
 """DAGs gir_es_reindex_<site>: the daily Elasticsearch forceIndex of every DC with reindex.enabled.
 
 One file, one DAG per re-indexing DC of the topology, so an operator can pause, backfill or rerun one DC
-without touching another. Thin wiring only; the logic lives in ``include/gir_ops/reindex.py`` and
-``include/gir_ops/windows.py``.
+without touching another. Thin wiring only; the logic lives in ``include/gir_ops/reindex/`` (ids and the
+trigger form in ``spec.py``, windows, planning, checkpoints, sending).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from include.gir_ops.params import trigger_param
+from include.gir_ops import shared
 from include.gir_ops.pools import check_pools
-from include.gir_ops.shared import CONTACT_CENTER_ID_PATTERN, ISO_WITH_OFFSET_PATTERN
-from include.gir_ops.topology import REINDEX_KINDS, DataCenter, load_topology
+from include.gir_ops.reindex import spec
+from include.gir_ops.topology import DataCenter, load_topology
+
+if TYPE_CHECKING:
+    from airflow.sdk import DAG
 
 TOPOLOGY = load_topology()
 
@@ -42,59 +44,9 @@ resumes at the failed window and never re-sends (or re-purges) what already succ
 """
 
 
-def _params(dc: DataCenter) -> dict[str, Param]:
-    kinds_used = list(dc.reindex_kinds)
-    # "examples" makes the trigger form offer a multi-select instead of a free-text list.
-    known_contact_centers = {"examples": list(dc.rws.contact_centers)} if dc.rws.contact_centers else {}
-    return {
-        "from": trigger_param(
-            None,
-            type=["null", "string"],
-            format="date-time",
-            pattern=ISO_WITH_OFFSET_PATTERN,
-            title="From (manual runs only)",
-            description="Start of a custom range, ISO-8601 with offset, e.g. 2026-11-01T00:00:00Z. Leave "
-            "empty to re-index the run's data interval. Needs 'to'.",
-        ),
-        "to": trigger_param(
-            None,
-            type=["null", "string"],
-            format="date-time",
-            pattern=ISO_WITH_OFFSET_PATTERN,
-            title="To (manual runs only)",
-            description="End of the custom range (exclusive), at least one hour after 'from', and not "
-            "in the future.",
-        ),
-        "contact_centers": trigger_param(
-            [],
-            type="array",
-            items={"type": "string", "pattern": CONTACT_CENTER_ID_PATTERN},
-            uniqueItems=True,
-            **known_contact_centers,
-            title="Contact centers",
-            description=f"Hex contact center IDs to re-index; empty = every contact center of {dc.site}.",
-        ),
-        "kinds": trigger_param(
-            [],
-            type="array",
-            items={"type": "string", "enum": list(REINDEX_KINDS)},
-            uniqueItems=True,
-            examples=kinds_used,
-            title="Index kinds",
-            description=f"Which indexes; empty = every kind {dc.site} uses ({', '.join(kinds_used)}).",
-        ),
-        "purge_old": trigger_param(
-            False,
-            type="boolean",
-            title="Purge the old index first (manual runs only)",
-            description="Deletes each contact center's index of each kind before re-indexing (needed "
-            "after an RWS upgrade that changes the index schema). Sent with the first window of each "
-            "contact center and kind only; needs 'from' and 'to' covering everything to keep.",
-        ),
-    }
-
-
-def _doc_md(dc: DataCenter, dag_id: str) -> str:
+def doc_md(dc: DataCenter) -> str:
+    """The DAG's page for operators: what it sends for this DC, and how to run and rerun it."""
+    dag_id = spec.dag_id(dc)
     contact_centers = (
         ", ".join(f"`{cc}`" for cc in dc.rws.contact_centers)
         if dc.rws.contact_centers
@@ -133,14 +85,13 @@ task `plan` with the param and the fix. Operator docs: `docs/gir_es_reindex.md`.
 """
 
 
-def build_reindex_dag(dc: DataCenter) -> Any:
+def build_reindex_dag(dc: DataCenter) -> DAG:
     """The DAG of one DC; everything DC-specific comes from the topology."""
-    dag_id = f"gir_es_reindex_{dc.site_slug}"
 
     @dag(
-        dag_id=dag_id,
+        dag_id=spec.dag_id(dc),
         schedule=CronDataIntervalTimetable(dc.reindex.schedule, timezone=dc.timezone),
-        start_date=datetime(2024, 1, 1, tzinfo=ZoneInfo(dc.timezone)),
+        start_date=shared.DAG_START_DATE,
         catchup=False,
         max_active_runs=1,
         tags=["gir", "elasticsearch", "reindex", dc.site],
@@ -151,17 +102,20 @@ def build_reindex_dag(dc: DataCenter) -> Any:
             "pool": dc.rws_pool,
             "pool_slots": 1,
         },
-        params=_params(dc),
-        doc_md=_doc_md(dc, dag_id),
+        params=spec.trigger_params(dc),
+        doc_md=doc_md(dc),
         description=f"forceIndex of the Elasticsearch index of RWS {dc.site}, per contact center and kind",
     )
-    def reindex() -> None:
-        @task(doc_md=PLAN_DOC)
+    def gir_es_reindex() -> None:
+        @task(task_id=spec.PLAN_TASK_ID, doc_md=PLAN_DOC)
         def plan(**context: Any) -> list[dict[str, Any]]:
-            from include.gir_ops.reindex import fail_fast_unless_retryable, plan_reindex
-            from include.gir_ops.rws import RwsClient
+            from include.gir_ops.reindex.plan import ReindexParamError, plan_reindex
+            from include.gir_ops.rws import RwsClient, RwsError
 
-            with fail_fast_unless_retryable(), RwsClient(dc.site, dc.rws_conn_id) as client:
+            with (
+                shared.fail_without_retry(ReindexParamError, RwsError),
+                RwsClient(dc.site, dc.rws_conn_id) as client,
+            ):
                 pairs = plan_reindex(
                     dc,
                     run_type=context["dag_run"].run_type,
@@ -173,20 +127,21 @@ def build_reindex_dag(dc: DataCenter) -> Any:
             return [pair.to_dict() for pair in pairs]
 
         @task(
+            task_id=spec.SEND_TASK_ID,
             doc_md=SEND_DOC,
             map_index_template="{{ task.op_kwargs['pair']['contact_center_id'] }} "
             "{{ task.op_kwargs['pair']['kind'] }}",
         )
         def send(pair: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from include.gir_ops.reindex import (
-                ReindexPair,
-                VariableCheckpoints,
-                fail_fast_unless_retryable,
-                send_pair,
-            )
-            from include.gir_ops.rws import RwsClient
+            from include.gir_ops.reindex.checkpoints import VariableCheckpoints
+            from include.gir_ops.reindex.plan import ReindexPair
+            from include.gir_ops.reindex.send import ReindexWindowFailed, send_pair
+            from include.gir_ops.rws import RwsClient, RwsError
 
-            with fail_fast_unless_retryable(), RwsClient(dc.site, dc.rws_conn_id) as client:
+            with (
+                shared.fail_without_retry(ReindexWindowFailed, RwsError),
+                RwsClient(dc.site, dc.rws_conn_id) as client,
+            ):
                 return send_pair(
                     ReindexPair.from_dict(pair),
                     client=client,
@@ -201,8 +156,15 @@ def build_reindex_dag(dc: DataCenter) -> Any:
         check_pools() >> planned
         send.expand(pair=planned)
 
-    return reindex()
+    return gir_es_reindex()
 
 
+# A topology without any DC that re-indexes defines no DAG here: the feature is not configured.
+if not TOPOLOGY.reindex_data_centers:
+    shared.not_configured(
+        "gir_es_reindex_<site>",
+        "data center with reindex.enabled (data_centers[].reindex)",
+        "enable it for each DC that keeps its own Elasticsearch index",
+    )
 for _dc in TOPOLOGY.reindex_data_centers:
-    globals()[f"gir_es_reindex_{_dc.site_slug}"] = build_reindex_dag(_dc)
+    build_reindex_dag(_dc)

@@ -24,11 +24,12 @@ from typing import Any
 import pytest
 import yaml
 
+from include.gir_ops import shared
+from include.gir_ops.reindex.windows import to_ms
 from include.gir_ops.shared import CONTACT_CENTER_ID_PATTERN
-from include.gir_ops.simulator.server import simulated_contact_centers
-from include.gir_ops.simulator.state import SimError
 from include.gir_ops.topology import DEFAULT_TOPOLOGY_PATH
-from include.gir_ops.windows import to_ms
+from include.gir_sim.server import simulated_contact_centers
+from include.gir_sim.state import SimError
 
 # Each DAG starts with check_pools, which asks Airflow's REST API (the in-process test server) for its pools.
 pytestmark = pytest.mark.usefixtures("airflow_api")
@@ -47,10 +48,10 @@ def utc(*args: int) -> datetime:
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """The client's 1 s / 2 s / 4 s backoff, shortened: the retries still happen, in milliseconds."""
-    from include.gir_ops import reindex
+    from include.gir_ops.reindex import send
     from include.gir_ops.rws import RetryPolicy
 
-    monkeypatch.setattr(reindex, "RETRY_POLICY", RetryPolicy(initial_backoff_seconds=0.01))
+    monkeypatch.setattr(send, "RETRY_POLICY", RetryPolicy(initial_backoff_seconds=0.01))
 
 
 def run(dag: Any, **kwargs: Any) -> Any:
@@ -174,6 +175,8 @@ def test_one_dag_per_reindex_dc_with_a_data_interval_in_the_dcs_timezone(gir: An
             assert later.end - later.start == timedelta(hours=24)
         assert dag.catchup is False
         assert dag.max_active_runs == 1
+        assert dag.start_date == shared.DAG_START_DATE  # the earliest date a backfill may cover
+        assert dag.owner == "gir-ops"
         assert set(dag.params) == {"from", "to", "contact_centers", "kinds", "purge_old"}
         # The trigger form offers only the kinds this DC uses, and its contact centers when listed.
         kinds_used = ["recordings", "screen-recordings"] if site == "DC2" else ["recordings"]
@@ -191,10 +194,31 @@ def test_one_dag_per_reindex_dc_with_a_data_interval_in_the_dcs_timezone(gir: An
         assert plan.downstream_task_ids == {"send"}
 
 
+def test_a_topology_where_no_dc_reindexes_defines_no_dag_and_says_so_once(
+    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No ``reindex`` section anywhere: the feature is not configured, which is not a parse error."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    document = topology_with(lambda dcs: [dc.pop("reindex", None) for dc in dcs.values()])
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv("GIR_TOPOLOGY", str(path))
+    with caplog.at_level(logging.WARNING):
+        bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "gir_es_reindex.py"))
+    assert bag.import_errors == {}
+    assert bag.dags == {}
+    warnings = [record.getMessage() for record in caplog.records if "gir_es_reindex" in record.getMessage()]
+    assert warnings == [
+        "gir_es_reindex_<site> is not defined: the topology has no data center with reindex.enabled "
+        "(data_centers[].reindex); enable it for each DC that keeps its own Elasticsearch index"
+    ]
+
+
 def test_a_topology_that_reads_a_connection_variable_fails_parsing_without_leaking_it(
     airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 12, 5c: ``${AIRFLOW_CONN_...}`` put a connection URI with its password into a DAG's doc_md."""
+    """``${AIRFLOW_CONN_...}`` must not put a connection URI with its password into a DAG's doc_md."""
     from airflow.dag_processing.dagbag import DagBag
 
     secret = "Ops-Password-Never-In-A-Doc-71"
@@ -411,7 +435,7 @@ def test_503_twice_then_success(gir: Any, load_dag: Any) -> None:
 
 
 def test_429_twice_then_success(gir: Any, load_dag: Any, task_output: Callable[[], str]) -> None:
-    """Issue 12, 4a: a throttled forceIndex was not processed, so it is resent (it used to fail at once)."""
+    """A throttled forceIndex was not processed, so it is resent instead of failing at once."""
     gir.fault("DC2", count=2, mode="status", http_status=429, status_code=19, method="POST")
     dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=TWO_DAYS)
     assert dag_run.state == "success"
@@ -491,7 +515,7 @@ def test_a_timeout_is_resent_and_the_range_completes(
     assert set(indexed) == set(hours(utc(2026, 11, 1), utc(2026, 11, 3)))
 
 
-# --- pools: a run whose pool does not exist fails at once (issue 12, case 3d) ------------------------
+# --- pools: a run whose pool does not exist fails at once -------------------------------------------
 
 
 @pytest.fixture
@@ -542,16 +566,21 @@ def test_a_missing_pool_fails_the_run_at_check_pools_and_sends_nothing(
     assert gir.requests("DC2") == []  # not even the read-only discovery
 
 
-def test_without_the_airflow_api_connection_the_run_fails_at_once_saying_how_to_create_it(
-    gir: Any, load_dag: Any, monkeypatch: pytest.MonkeyPatch, task_output: Callable[[], str]
-) -> None:
-    monkeypatch.delenv("AIRFLOW_CONN_GIR_AIRFLOW_API")
+def fails_at_check_pools_at_once(load_dag: Any, task_output: Callable[[], str]) -> str:
+    """Run two days of DC2: the run fails at check_pools on its first try (no retry); what it logged."""
     dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=TWO_DAYS)
 
     assert dag_run.state == "failed"
     check = task_instances(dag_run)[("check_pools", -1)]
     assert (check.state, check.try_number) == ("failed", 1)
-    output = task_output()
+    return task_output()
+
+
+def test_without_the_airflow_api_connection_the_run_fails_at_once_saying_how_to_create_it(
+    gir: Any, load_dag: Any, monkeypatch: pytest.MonkeyPatch, task_output: Callable[[], str]
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_GIR_AIRFLOW_API")
+    output = fails_at_check_pools_at_once(load_dag, task_output)
     assert "the Airflow connection 'gir_airflow_api' does not exist; create the HTTP connection" in output
     assert "python -m include.gir_ops.bootstrap airflow-api --url" in output
     assert gir.requests("DC2") == []
@@ -567,12 +596,7 @@ def test_a_wrong_airflow_api_password_fails_at_once_and_is_never_shown(
     wrong = "not-the-api-password-0815"
     connection = json.loads(airflow_api.connection_json()) | {"password": wrong}
     monkeypatch.setenv("AIRFLOW_CONN_GIR_AIRFLOW_API", json.dumps(connection))
-    dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=TWO_DAYS)
-
-    assert dag_run.state == "failed"
-    check = task_instances(dag_run)[("check_pools", -1)]
-    assert (check.state, check.try_number) == ("failed", 1)
-    output = task_output()
+    output = fails_at_check_pools_at_once(load_dag, task_output)
     assert "refused the login 'gir_pools_reader' of connection 'gir_airflow_api' (HTTP 401" in output
     assert wrong not in output
     assert airflow_api.password not in output
@@ -627,7 +651,7 @@ def test_an_unreachable_airflow_api_is_retried_by_airflow(
             "param 'contact_centers': 0badc0de is not a contact center of DC2",
         ),
         ("scheduled", {"purge_old": True}, "param 'purge_old' is true on a scheduled run"),
-        # Issue 12, 5a: to=2036 was accepted (3,644 windows per pair, after a purge with purge_old).
+        # to=2036 must be refused (3,644 windows per pair, after a purge with purge_old).
         (
             "manual",
             {"from": "2026-11-01T00:00:00Z", "to": "2036-11-01T00:00:00Z", "purge_old": True},

@@ -9,11 +9,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pendulum
 import pytest
 
-from include.gir_ops.shared import ISO_WITH_OFFSET_PATTERN
-from include.gir_ops.windows import (
+from include.gir_ops.reindex.windows import (
     ReindexWindow,
     WindowError,
-    format_utc,
     from_ms,
     manual_range,
     parse_timestamp,
@@ -21,6 +19,7 @@ from include.gir_ops.windows import (
     to_ms,
     widen_to_whole_hours,
 )
+from include.gir_ops.shared import ISO_WITH_OFFSET_PATTERN, format_utc
 
 IST = timezone(timedelta(hours=5, minutes=30))
 NOW = datetime(2026, 11, 26, 2, 30, tzinfo=UTC)
@@ -50,6 +49,15 @@ def test_ms_of_offsets_and_pendulum_datetimes_agree() -> None:
     instant = utc(2026, 11, 19, 20, 30)
     assert to_ms(instant.astimezone(IST)) == to_ms(instant)
     assert to_ms(pendulum.datetime(2026, 11, 20, 2, 0, tz="Asia/Kolkata")) == to_ms(instant)
+
+
+def test_pendulum_boundaries_give_plain_utc_windows() -> None:
+    """Airflow's data intervals are pendulum objects, whose differences cannot be floor-divided."""
+    start = pendulum.datetime(2026, 11, 19, 2, 0, tz="Asia/Kolkata")
+    windows = split_windows(start, start.add(days=1), 6)
+    assert [w.hours for w in windows] == [6, 6, 6, 6, 1]
+    assert {type(moment) for w in windows for moment in (w.start, w.end)} == {datetime}
+    assert windows[0].start == utc(2026, 11, 18, 20)
 
 
 def test_naive_datetimes_are_refused() -> None:
@@ -211,13 +219,13 @@ def test_bad_manual_ranges_are_refused_with_the_fix(from_value: str, to_value: s
 @pytest.mark.parametrize(
     ("to_value", "shown"),
     [
-        ("2036-11-20T00:00:00Z", "2036-11-20T00:00Z"),  # the issue's case: 3,644 windows per pair
+        ("2036-11-20T00:00:00Z", "2036-11-20T00:00Z"),  # once accepted: 3,644 windows per pair
         ("2026-11-27T00:00:00Z", "2026-11-27T00:00Z"),
         ("2026-11-26T02:31:00Z", "2026-11-26T02:31Z"),  # one minute ahead is still the future
     ],
 )
 def test_a_range_that_ends_in_the_future_is_refused_naming_to(to_value: str, shown: str) -> None:
-    """Issue 12, 5a: ``to=2036-...`` was accepted (with purge_old, a purge first, then 3,644 windows)."""
+    """``to=2036-...`` must not be accepted (with purge_old: a purge first, then 3,644 windows per pair)."""
     with pytest.raises(WindowError) as caught:
         manual_range("2026-11-25T00:00:00Z", to_value, now=NOW)
     assert str(caught.value) == (

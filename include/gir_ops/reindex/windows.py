@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from include.gir_ops.shared import ISO_WITH_OFFSET_PATTERN
+from include.gir_ops.shared import ISO_WITH_OFFSET_PATTERN, as_utc, format_utc
 
 HOUR = timedelta(hours=1)
 HOUR_MS = 3_600_000
@@ -55,11 +55,15 @@ class ReindexWindow:
         return f"[{format_utc(self.start)}, {format_utc(self.end)}) (from={self.from_ms}, to={self.to_ms})"
 
 
-def as_utc(moment: datetime) -> datetime:
-    """A plain ``datetime`` in UTC (Airflow hands out pendulum objects, whose arithmetic differs)."""
+def plain_utc(moment: datetime) -> datetime:
+    """``shared.as_utc`` for exact arithmetic: a timezone is required and a plain ``datetime`` comes out.
+
+    A naive time is ambiguous between data centers, so it is refused rather than taken as UTC. Airflow
+    hands out pendulum objects, whose differences cannot be floor-divided by a ``timedelta``.
+    """
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{moment!r} has no timezone; re-index boundaries must be timezone-aware")
-    utc = moment.astimezone(UTC)
+    utc = as_utc(moment)
     return datetime(
         utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, tzinfo=UTC
     )
@@ -67,31 +71,20 @@ def as_utc(moment: datetime) -> datetime:
 
 def to_ms(moment: datetime) -> int:
     """Milliseconds since the epoch, exactly (no float rounding); ``moment`` must be timezone-aware."""
-    return (as_utc(moment) - _EPOCH) // _MS
+    return (plain_utc(moment) - _EPOCH) // _MS
 
 
 def from_ms(milliseconds: int) -> datetime:
     return _EPOCH + milliseconds * _MS
 
 
-def format_utc(moment: datetime) -> str:
-    """2026-11-18T01:00Z: short, unambiguous, sortable."""
-    utc = as_utc(moment)
-    text = utc.strftime("%Y-%m-%dT%H:%M")
-    if utc.microsecond:
-        text = utc.isoformat(timespec="milliseconds").removesuffix("+00:00")
-    elif utc.second:
-        text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    return text + "Z"
-
-
 def floor_hour(moment: datetime) -> datetime:
-    return as_utc(moment).replace(minute=0, second=0, microsecond=0)
+    return plain_utc(moment).replace(minute=0, second=0, microsecond=0)
 
 
 def ceil_hour(moment: datetime) -> datetime:
     floored = floor_hour(moment)
-    return floored if floored == as_utc(moment) else floored + HOUR
+    return floored if floored == plain_utc(moment) else floored + HOUR
 
 
 def last_schedule_period(cron: str, timezone: str, now: datetime) -> tuple[datetime, datetime]:
@@ -104,10 +97,10 @@ def last_schedule_period(cron: str, timezone: str, now: datetime) -> tuple[datet
 
     from croniter import croniter
 
-    ticks = croniter(cron, as_utc(now).astimezone(ZoneInfo(timezone)))
+    ticks = croniter(cron, plain_utc(now).astimezone(ZoneInfo(timezone)))
     end = ticks.get_prev(datetime)
     start = ticks.get_prev(datetime)
-    return as_utc(start), as_utc(end)
+    return plain_utc(start), plain_utc(end)
 
 
 def widen_to_whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
@@ -137,7 +130,11 @@ def split_windows(start: datetime, end: datetime, max_window_hours: int) -> list
 
 
 def parse_timestamp(param: str, value: object) -> datetime:
-    """An ISO-8601 date and time *with* a UTC offset; anything else is refused with an example."""
+    """An ISO-8601 date and time *with* a UTC offset; anything else is refused with an example.
+
+    The trigger form checks the same pattern (``shared.ISO_WITH_OFFSET_PATTERN``), but a conf sent
+    through the CLI or the REST API skips the form, so it is checked again here.
+    """
     if not isinstance(value, str) or not value.strip():
         raise WindowError(
             f"param {param!r}: expected an ISO-8601 date and time with offset such as {_EXAMPLE}, "
@@ -161,7 +158,7 @@ def parse_timestamp(param: str, value: object) -> datetime:
             f"+HH:MM; write it like {_EXAMPLE}"
         )
     try:
-        utc = as_utc(moment)
+        utc = plain_utc(moment)
     except (OverflowError, ValueError):
         # 0001-01-01T00:30+01:00 parses, but its UTC time falls before year 1: not a date Python holds.
         raise WindowError(
