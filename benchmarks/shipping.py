@@ -1,10 +1,11 @@
 """Benchmark 2, shipping throughput: our verified copy of a backup against the shell's verified copy.
 
-Ours is the shipping DAG's own code path, the same public functions its tasks call, in order:
-``backup.manifest_task`` (list), ``backup.copy_task`` (stream into ``<name>.partial``, hashing the source
-while copying, fsync per file), ``backup.verify_and_publish_task`` (read back, compare, write
-MANIFEST.json, rename). It runs in a child process, timed from the first call to the last return (the
-imports a task process already has are outside), and reports its own peak RSS (``ru_maxrss``).
+Ours is the shipping DAG's own code path, the same public functions its tasks call, in order
+(``include/gir_ops/backup/tasks.py``): ``manifest_task`` (list), ``copy_task`` (stream into
+``<name>.partial``, hashing the source while copying, fsync per file), ``verify_and_publish_task`` (read
+back, compare, write MANIFEST.json, rename). It runs in a child process, timed from the first call to the
+last return (the imports a task process already has are outside), and reports its own peak RSS
+(``ru_maxrss``).
 
 The shell's way, run with ``bash -c``: ``sha256sum`` of every source file, ``cp -r``, ``sha256sum`` of
 every copied file, and a comparison of the two lists.
@@ -61,14 +62,10 @@ def ship(source_root: str, destination: str, backup_name: str) -> dict[str, Any]
     """In the child: the DAG's manifest -> copy -> verify_and_publish, timed, with the peak RSS."""
     from airflow.sdk import ObjectStoragePath  # noqa: F401 - a task process has it imported already
 
-    from include.gir_ops.backup import (
-        ShippingRoute,
-        copy_task,
-        manifest_task,
-        read_manifest,
-        verify_and_publish_task,
-    )
-    from include.gir_ops.simulator.demo_data import DEFAULT_READY_MARKER
+    from include.gir_ops.backup.manifest import read_manifest
+    from include.gir_ops.backup.route import ShippingRoute
+    from include.gir_ops.backup.tasks import copy_task, manifest_task, verify_and_publish_task
+    from include.gir_sim.demo_data import DEFAULT_READY_MARKER
 
     route = ShippingRoute(
         from_site="DC1",
@@ -188,7 +185,7 @@ def run(
     sizes: tuple[int, int] | None = None,
     files: int | None = None,
 ) -> list[Row]:
-    from include.gir_ops.simulator.demo_data import generate_index_backups, size_profile
+    from include.gir_sim.demo_data import generate_index_backups, size_profile
 
     small, large = sizes or (QUICK_SIZES if quick else FULL_SIZES)
     file_count = files or (QUICK_FILES if quick else FULL_FILES)
@@ -316,7 +313,7 @@ def _hash_speeds(path: Path, samples: int = 3) -> dict[str, float]:
     """Seconds to SHA-256 one file (already in the page cache) with hashlib and with sha256sum."""
     import hashlib
 
-    from include.gir_ops.backup import CHUNK_SIZE
+    from include.gir_ops.backup.transfer import CHUNK_SIZE
 
     def with_hashlib() -> float:
         buffer = bytearray(CHUNK_SIZE)

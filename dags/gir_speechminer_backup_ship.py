@@ -1,25 +1,29 @@
 """DAG gir_speechminer_backup_ship: SpeechMiner's Daily Index Backup, primary DC -> backup DC, verified.
 
-Thin on purpose: the logic lives in ``include/gir_ops/backup.py`` and ``backup_triggers.py``.
+Thin on purpose: the logic lives in ``include/gir_ops/backup/``. Without a ``shipping`` section in the
+topology shipping is not configured: this file defines no DAG and logs one warning saying so.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pendulum
-from airflow.sdk import CronDataIntervalTimetable, TriggerRule, dag, get_current_context, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, dag, task
+from airflow.sdk.exceptions import AirflowFailException
 
 # Named here so the dag-processor pre-imports it once instead of in every parse (it pre-imports the
-# airflow modules a DAG file names; include.gir_ops.backup_triggers imports it too).
+# airflow modules a DAG file names; include.gir_ops.backup.triggers imports it too).
 from airflow.triggers.base import BaseTrigger  # noqa: F401
 
-from include.gir_ops.assets import speechminer_backup_asset
-from include.gir_ops.backup_triggers import SpeechMinerBackupSensor
-from include.gir_ops.topology import load_topology
+from include.gir_ops import shared
+from include.gir_ops.backup import spec
+from include.gir_ops.backup.sensors import SpeechMinerBackupSensor
+from include.gir_ops.topology import ShippingSettings, load_topology
 
-DAG_ID = "gir_speechminer_backup_ship"
+if TYPE_CHECKING:
+    from include.gir_ops.backup.route import ShippingRoute
+
 TOPOLOGY = load_topology()
 
 DOC_MD = """
@@ -65,111 +69,128 @@ run at a time.
 
 **Topology** (`shipping`): from_site, to_site, destination, keep, schedule, ready_marker, quiet_minutes,
 max_age_hours, wait_timeout_minutes, poll_seconds, backup_name_pattern, destination_may_be_link. Storage
-credentials, if a URL is `scheme://conn_id@...`, come from that Airflow connection. Full operator notes:
-`docs/gir_speechminer_backup_ship.md`.
+credentials, if a URL is `scheme://conn_id@...`, come from that Airflow connection. Without a `shipping`
+section no DAG is defined. Full operator notes: `docs/gir_speechminer_backup_ship.md`.
 """
 
 
-def _route() -> Any:
-    """The shipping route, built inside a task: ``backup`` is too heavy to import on every DAG parse."""
-    from include.gir_ops.backup import ShippingRoute
+def _route() -> ShippingRoute:
+    """The shipping route, built inside a task: the logic modules are too heavy to import on every parse."""
+    from include.gir_ops.backup.route import ShippingRoute
 
     return ShippingRoute.from_topology(TOPOLOGY)
 
 
-if TOPOLOGY.shipping is not None:
-    SHIPPING = TOPOLOGY.shipping
-    SOURCE_ROOT = TOPOLOGY.site(SHIPPING.from_site).speechminer.index_backup
-    ASSET = speechminer_backup_asset(SHIPPING.to_site)
-    SOURCE_TZ = TOPOLOGY.site(SHIPPING.from_site).timezone
+def _doc_md(shipping: ShippingSettings, source_root: str | None, timezone: str) -> str:
+    marker_rule = (
+        "must exist"
+        if shipping.ready_marker
+        else (
+            f"unset, so: nothing (files or folders) changed for {shipping.quiet_minutes:g} min and "
+            "two scans that far apart listed the same files"
+        )
+    )
+    return DOC_MD.format(
+        from_site=shipping.from_site,
+        to_site=shipping.to_site,
+        source_root=source_root,
+        destination=shipping.destination,
+        marker=shipping.ready_marker or "(none)",
+        marker_rule=marker_rule,
+        wait=shipping.wait_timeout_minutes,
+        keep=shipping.keep,
+        max_age=shipping.max_age_hours,
+        schedule=shipping.schedule,
+        timezone=timezone,
+        asset=spec.speechminer_backup_asset(shipping.to_site).name,
+        pattern=shipping.backup_name_pattern,
+    )
+
+
+def build_backup_ship_dag(shipping: ShippingSettings) -> DAG:
+    """The shipping DAG for the topology's ``shipping`` route; the source DC's clock drives the schedule."""
+    source = TOPOLOGY.site(shipping.from_site)
+    source_root = source.speechminer.index_backup  # never None: the topology refuses a route without one
+    asset = spec.speechminer_backup_asset(shipping.to_site)
 
     @dag(
-        dag_id=DAG_ID,
-        schedule=CronDataIntervalTimetable(SHIPPING.schedule, timezone=SOURCE_TZ),
-        start_date=pendulum.datetime(2026, 1, 1, tz=SOURCE_TZ),
+        dag_id=spec.DAG_ID,
+        schedule=CronDataIntervalTimetable(shipping.schedule, timezone=source.timezone),
+        start_date=shared.DAG_START_DATE,
         catchup=False,
         max_active_runs=1,
-        tags=["gir", "speechminer", "backup", f"site:{SHIPPING.from_site}", f"site:{SHIPPING.to_site}"],
+        tags=["gir", "speechminer", "backup", f"site:{shipping.from_site}", f"site:{shipping.to_site}"],
         default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(minutes=5)},
-        doc_md=DOC_MD.format(
-            from_site=SHIPPING.from_site,
-            to_site=SHIPPING.to_site,
-            source_root=SOURCE_ROOT,
-            destination=SHIPPING.destination,
-            marker=SHIPPING.ready_marker or "(none)",
-            marker_rule=(
-                "must exist"
-                if SHIPPING.ready_marker
-                else (
-                    f"unset, so: nothing (files or folders) changed for {SHIPPING.quiet_minutes:g} min and "
-                    "two scans that far apart listed the same files"
-                )
-            ),
-            wait=SHIPPING.wait_timeout_minutes,
-            keep=SHIPPING.keep,
-            max_age=SHIPPING.max_age_hours,
-            schedule=SHIPPING.schedule,
-            timezone=SOURCE_TZ,
-            asset=ASSET.name,
-            pattern=SHIPPING.backup_name_pattern,
-        ),
+        doc_md=_doc_md(shipping, source_root, source.timezone),
     )
     def gir_speechminer_backup_ship() -> None:
         wait_for_backup = SpeechMinerBackupSensor(
-            task_id="wait_for_backup",
-            source_root=SOURCE_ROOT,
-            ready_marker=SHIPPING.ready_marker,
-            quiet_minutes=SHIPPING.quiet_minutes,
-            wait_timeout_minutes=SHIPPING.wait_timeout_minutes,
-            poll_seconds=SHIPPING.poll_seconds,
-            backup_name_pattern=SHIPPING.backup_name_pattern,
+            task_id=spec.WAIT_FOR_BACKUP,
+            source_root=source_root,
+            ready_marker=shipping.ready_marker,
+            quiet_minutes=shipping.quiet_minutes,
+            wait_timeout_minutes=shipping.wait_timeout_minutes,
+            poll_seconds=shipping.poll_seconds,
+            backup_name_pattern=shipping.backup_name_pattern,
             doc_md="Deferred wait for the newest backup to be complete (marker, else quiet period).",
         )
 
         @task(
-            doc_md="List the backup, refuse what must not ship, re-verify a copy already at the destination."
+            task_id=spec.MANIFEST,
+            doc_md="List the backup, refuse what must not ship, re-verify a copy already at the destination.",
         )
         def manifest(ready: dict[str, Any]) -> dict[str, Any]:
-            from include.gir_ops import backup
+            from include.gir_ops.backup import tasks
 
-            return backup.manifest_task(_route(), ready["backup_name"])
+            return tasks.manifest_task(_route(), ready["backup_name"])
 
         @task(
-            doc_md="Stream into <name>.partial, hashing the source; resumes from staged files. Safe to retry."
+            task_id=spec.COPY,
+            doc_md=(
+                "Stream into <name>.partial, hashing the source; resumes from staged files. Safe to retry."
+            ),
         )
         def copy(plan: dict[str, Any]) -> dict[str, Any]:
-            from include.gir_ops import backup
+            from include.gir_ops.backup import tasks
 
-            return backup.copy_task(_route(), plan)
+            return tasks.copy_task(_route(), plan)
 
         @task(
-            outlets=[ASSET], doc_md="Read back, compare with the source hashes, write MANIFEST.json, publish."
+            task_id=spec.VERIFY_AND_PUBLISH,
+            outlets=[asset],
+            doc_md="Read back, compare with the source hashes, write MANIFEST.json, publish.",
         )
-        def verify_and_publish(plan: dict[str, Any], copied: dict[str, Any]) -> dict[str, Any]:
-            from include.gir_ops import backup
+        def verify_and_publish(
+            plan: dict[str, Any], copied: dict[str, Any], **context: Any
+        ) -> dict[str, Any]:
+            from include.gir_ops.backup import tasks
 
-            published = backup.verify_and_publish_task(_route(), plan, copied)
-            get_current_context()["outlet_events"][ASSET].extra = published
+            published = tasks.verify_and_publish_task(_route(), plan, copied)
+            context["outlet_events"][asset].extra = published
             return published
 
         @task(
+            task_id=spec.RETENTION,
             trigger_rule=TriggerRule.NONE_FAILED,
             doc_md="Keep the newest verified backups; warn, never guess.",
         )
         def retention(plan: dict[str, Any]) -> dict[str, Any]:
-            from include.gir_ops import backup
+            from include.gir_ops.backup import tasks
 
-            return backup.retention_task(_route(), plan)
+            return tasks.retention_task(_route(), plan)
 
         @task(
-            trigger_rule=TriggerRule.ALL_DONE, doc_md="Fail loudly when the newest verified copy is too old."
+            task_id=spec.FRESHNESS,
+            trigger_rule=TriggerRule.ALL_DONE,
+            doc_md="Fail loudly when the newest verified copy is too old.",
         )
         def freshness() -> dict[str, Any]:
-            from include.gir_ops import backup
+            from include.gir_ops.backup import tasks
 
-            return backup.freshness_task(_route())
+            return tasks.freshness_task(_route())
 
         @task(
+            task_id=spec.FAIL_RUN_IF_SHIPPING_FAILED,
             trigger_rule=TriggerRule.ONE_FAILED,
             retries=0,
             doc_md=(
@@ -178,8 +199,6 @@ if TOPOLOGY.shipping is not None:
             ),
         )
         def fail_run_if_shipping_failed() -> None:
-            from airflow.sdk.exceptions import AirflowFailException
-
             raise AirflowFailException(
                 "shipping failed: see the failed task above (wait_for_backup, manifest, copy, "
                 "verify_and_publish or retention) for the folder or file and what to do"
@@ -193,4 +212,14 @@ if TOPOLOGY.shipping is not None:
         pruned >> freshness()
         [wait_for_backup, plan, copied, published, pruned] >> fail_run_if_shipping_failed()
 
-    gir_speechminer_backup_ship()
+    return gir_speechminer_backup_ship()
+
+
+if TOPOLOGY.shipping is None:
+    shared.not_configured(
+        spec.DAG_ID,
+        "shipping section",
+        "add one (from_site, to_site, destination) to enable SpeechMiner backup shipping",
+    )
+else:
+    build_backup_ship_dag(TOPOLOGY.shipping)

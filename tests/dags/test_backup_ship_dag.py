@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from include.gir_ops import backup
-from include.gir_ops.simulator.demo_data import (
+from include.gir_ops.backup import readiness, spec, tasks
+from include.gir_ops.backup.route import ShippingRoute
+from include.gir_sim.demo_data import (
     DEFAULT_READY_MARKER,
     EMPTY_FILE,
     NON_ASCII_FILE,
@@ -28,11 +30,11 @@ from include.gir_ops.simulator.demo_data import (
     local_path,
     write_incomplete_backup,
 )
+from tests.conftest import REPO_ROOT, default_topology_dict, parse_dags
 
-DAG_ID = "gir_speechminer_backup_ship"
+DAG_ID = spec.DAG_ID
 SMALL = 256 * 1024  # bytes per generated backup: big enough for several files, fast to copy
 TODAY = datetime.now(UTC).date()
-SHIPPING_TASKS = ("wait_for_backup", "manifest", "copy", "verify_and_publish", "retention")
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +48,7 @@ class Shipping:
     def __init__(self, gir: Any, load_dag: Callable[[str], Any]) -> None:
         self.gir = gir
         topology = gir.topology
-        self.route = backup.ShippingRoute.from_topology(topology)
+        self.route = ShippingRoute.from_topology(topology)
         self.source = local_path(self.route.source_root)
         self.destination = local_path(self.route.destination)
         self.marker = topology.shipping.ready_marker
@@ -105,9 +107,7 @@ def asset_events(*dag_runs: Any, site: str = "DC2") -> list[dict[str, Any]]:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
-    from include.gir_ops.assets import speechminer_backup_asset
-
-    name = speechminer_backup_asset(site).name
+    name = spec.speechminer_backup_asset(site).name
     with create_session() as session:
         events = (
             session.query(AssetEvent)
@@ -248,7 +248,7 @@ def test_a_staged_file_corrupted_after_copying_fails_verification_naming_it(
     """Between copy and verify (bad disk, another process) a staged file changes: nothing is published."""
     ship = shipping_factory()
     (newest,) = ship.generate()
-    real_copy_task = backup.copy_task
+    real_copy_task = tasks.copy_task
     largest = max((p for p in newest.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     damaged = largest.relative_to(newest).as_posix()
     staged_file = ship.destination / f"{newest.name}.partial" / damaged
@@ -260,7 +260,7 @@ def test_a_staged_file_corrupted_after_copying_fails_verification_naming_it(
         staged_file.write_bytes(bytes(data))
         return result
 
-    monkeypatch.setattr(backup, "copy_task", copy_then_corrupt)
+    monkeypatch.setattr(tasks, "copy_task", copy_then_corrupt)
     failed = ship.run()
 
     assert failed.state == "failed"
@@ -272,7 +272,7 @@ def test_a_staged_file_corrupted_after_copying_fails_verification_naming_it(
     assert not (ship.destination / newest.name).exists(), "a copy that did not verify is never published"
     assert asset_events(failed) == []
 
-    monkeypatch.setattr(backup, "copy_task", real_copy_task)
+    monkeypatch.setattr(tasks, "copy_task", real_copy_task)
     repaired = ship.run()
 
     assert repaired.state == "success", states(repaired)
@@ -319,8 +319,8 @@ class SpeechMinerStillWriting:
         self.ship = ship
         self.finish_at = finish_at
         self.lock = threading.Lock()
-        self.real = backup.backup_readiness
-        monkeypatch.setattr(backup, "backup_readiness", self)
+        self.real = readiness.backup_readiness
+        monkeypatch.setattr(readiness, "backup_readiness", self)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
@@ -442,9 +442,9 @@ def test_retention_over_ten_days_keeps_the_newest_seven_verified_backups(
     ship = shipping_factory(keep=7)
     folders = ship.generate(days=10)
     for folder in folders[:-1]:  # nine earlier daily runs, shipped with the same task code
-        plan = backup.manifest_task(ship.route, folder.name)
-        copied = backup.copy_task(ship.route, plan)
-        backup.verify_and_publish_task(ship.route, plan, copied)
+        plan = tasks.manifest_task(ship.route, folder.name)
+        copied = tasks.copy_task(ship.route, plan)
+        tasks.verify_and_publish_task(ship.route, plan, copied)
     hand_copy = ship.destination / "index-2000-01-01"
     hand_copy.mkdir()
     (hand_copy / "notes.txt").write_text("an operator's copy without a manifest")
@@ -494,19 +494,17 @@ def test_the_schedule_is_the_topology_cron_in_the_source_dc_timezone(
     gir_factory({"shipping": {"from_site": "DC2", "to_site": "DC1", "schedule": "15 4 * * *"}})
     from airflow.sdk import CronDataIntervalTimetable
 
-    from include.gir_ops.assets import speechminer_backup_asset
-
     dag = load_dag(DAG_ID)
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert dag.timetable.expression == "15 4 * * *"
     assert str(dag.timetable.timezone) == "Europe/Paris"
     assert [outlet.name for outlet in dag.get_task("verify_and_publish").outlets] == [
-        speechminer_backup_asset("DC1").name
+        spec.speechminer_backup_asset("DC1").name
     ]
     assert dag.max_active_runs == 1 and dag.catchup is False
 
 
-# --- issue 12 ------------------------------------------------------------------------------------------
+# --- faults: old mtimes, links at the destination, folders that are not backups -----------------------
 
 
 def test_a_backup_copied_with_old_mtimes_is_shipped_only_after_two_matching_scans(
@@ -570,3 +568,28 @@ def test_folders_that_are_not_backups_are_never_shipped(
     text = logs.text()
     assert "index-2099-01-01\\x0a2099-01-01T03:30:00" in text
     assert "\n2099-01-01T03:30:00 INFO" not in text
+
+
+# --- a topology without shipping ----------------------------------------------------------------------
+
+
+def test_without_a_shipping_section_the_file_defines_no_dag_and_says_so_once(
+    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Missing section = feature not configured: no DAG, no import error, one warning naming the section."""
+    document = default_topology_dict()
+    document.pop("shipping")
+    topology = tmp_path / "topology-without-shipping.yaml"
+    topology.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv("GIR_TOPOLOGY", str(topology))
+    caplog.set_level(logging.WARNING)
+
+    bag = parse_dags(REPO_ROOT / "dags" / "gir_speechminer_backup_ship.py")
+
+    assert bag.import_errors == {}
+    assert bag.dags == {}
+    warnings = [r.getMessage() for r in caplog.records if "shipping section" in r.getMessage()]
+    assert warnings == [
+        f"{DAG_ID} is not defined: the topology has no shipping section; add one (from_site, to_site, "
+        "destination) to enable SpeechMiner backup shipping"
+    ]

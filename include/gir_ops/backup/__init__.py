@@ -1,0 +1,1 @@
+"""SpeechMiner index backup shipping: primary DC -> backup DC, verified, published in one step."""
