@@ -1,10 +1,10 @@
 """Benchmark 4, keystore check fan-out: 100 RCS instances whose keystore reads each take 50 ms.
 
-The check (``keystore.check_replication``, what the DAG's task calls) reads real PKCS12 keystores
+The check (``keystore.check.check_replication``, what the DAG's task calls) reads real PKCS12 keystores
 written by the demo data generator; the 50 ms of storage latency per read is injected through its
 ``opener`` (the function that opens a keystore URL), so only the waiting is simulated, not the work.
-The baseline is one instance's read (``keystore.read_keystore`` with the same opener: latency, streamed
-SHA-256, PKCS12 opening), median of several. A check that read one keystore after another would take
+The baseline is one instance's read (``keystore.reading.read_keystore`` with the same opener: latency,
+streamed SHA-256, PKCS12 opening), median of several. A check that read one keystore after another would take
 100 x that; the ratio is wall time / (instances x one read), so 1.0 means no parallelism at all.
 
 The target follows from ``parallel_reads`` (16 by default, the DAG's param): 100 reads in rounds of 16
@@ -58,7 +58,7 @@ def _topology_document(instances: int, root: Path) -> dict[str, Any]:
 
 def slow_opener(latency_seconds: float) -> Callable[[str], BinaryIO]:
     """Open a file:// keystore after waiting like a remote store would (the wait releases the GIL)."""
-    from include.gir_ops.simulator.demo_data import local_path
+    from include.gir_sim.demo_data import local_path
 
     def opener(url: str) -> BinaryIO:
         time.sleep(latency_seconds)
@@ -75,13 +75,11 @@ def run(
     parallel_reads: int | None = None,
 ) -> list[Row]:
     """One row at the DAG's default ``parallel_reads``; its figures also show all reads at once."""
-    from include.gir_ops.keystore import (
-        check_replication,
-        read_keystore,
-        targets_from_topology,
-    )
-    from include.gir_ops.simulator.demo_data import generate_keystores
+    from include.gir_ops.keystore.check import check_replication
+    from include.gir_ops.keystore.model import targets_from_topology
+    from include.gir_ops.keystore.reading import read_keystore
     from include.gir_ops.topology import DEFAULT_KEYSTORE_PARALLEL_READS, parse_topology
+    from include.gir_sim.demo_data import generate_keystores
 
     count = instances or (QUICK_INSTANCES if quick else INSTANCES)
     width = parallel_reads or DEFAULT_KEYSTORE_PARALLEL_READS

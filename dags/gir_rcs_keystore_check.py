@@ -1,27 +1,24 @@
 """DAG gir_rcs_keystore_check: is the RCS keystore replicated to every RCS instance in every DC?
 
-Thin wiring only; the check lives in ``include/gir_ops/keystore.py``.
+Thin wiring only; the check lives in ``include/gir_ops/keystore/`` (ids, params and the Asset in
+``spec.py``; reading, comparing and the report in their own modules). A topology without any RCS instance
+(``data_centers[].rcs``) has nothing to check: no DAG is defined, and one warning says so.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from include.gir_ops.assets import RCS_KEYSTORE_CHECK_ASSET
-from include.gir_ops.params import trigger_param
+from include.gir_ops import shared
+from include.gir_ops.keystore import spec
 from include.gir_ops.topology import load_topology
 
 TOPOLOGY = load_topology()
 TIMEZONE = TOPOLOGY.primary.timezone
 PARALLEL_READS = TOPOLOGY.keystore_check.parallel_reads
-
-# Hook point for alerting (see docs/gir_rcs_keystore_check.md): callables or notifiers run when a task of
-# this DAG fails, e.g. ``SmtpNotifier(to="oncall@example.com", ...)`` from the SMTP provider.
-FAILURE_NOTIFIERS: list[Any] = []
 
 DOC_MD = f"""
 # RCS keystore replication check
@@ -34,15 +31,15 @@ compares each instance with the reference **{TOPOLOGY.keystore_reference or "(no
 
 Schedule: `{TOPOLOGY.keystore_check.schedule}` in {TIMEZONE} (the primary DC), a point-in-time check with
 no data interval; no catch-up. Trigger it by hand any time (Trigger DAG, or
-`airflow dags trigger gir_rcs_keystore_check`), e.g. after replicating a keystore.
+`airflow dags trigger {spec.DAG_ID}`), e.g. after replicating a keystore.
 
 Tasks:
 
-- `check_replication` reads and compares; logs a table (instance, DC, state, fingerprint, detail) and
-  the JSON; returns the report; records an event on asset `gir_rcs_keystore_check` (ok, states,
-  warnings) **red or green**, for the failover pre-flight. It succeeds even when keystores differ.
-- `enforce_replication` fails the run when any instance is not `match`, naming each one and why, so
-  failure alerting fires.
+- `{spec.CHECK_REPLICATION}` reads and compares; logs a table (instance, DC, state, fingerprint, detail)
+  and the JSON; returns the report; records an event on asset `{spec.RCS_KEYSTORE_CHECK_ASSET.name}` (ok,
+  states, warnings) **red or green**, for the failover pre-flight. It succeeds even when keystores differ.
+- `{spec.ENFORCE_REPLICATION}` fails the run when any instance is not `match`, naming each one and why,
+  so failure alerting fires.
 
 States: `match`, `drift` (bytes differ; which aliases were added/missing, which certificates changed,
 which private keys are missing: every private key of a PKCS12 file counts), `missing`, `unreadable`
@@ -53,8 +50,8 @@ A keystore that never answers cannot hold the check up: the report and the asset
 Certificates expiring within {TOPOLOGY.keystore_check.expiry_warning_days} days are warnings (run stays
 green); expired certificates are listed as "kept for old recordings", never errors.
 
-**What to do when red:** read the failure message or the table in `check_replication`'s log; copy the
-reference keystore to the named instances (or restore the reference first if it is the one missing);
+**What to do when red:** read the failure message or the table in `{spec.CHECK_REPLICATION}`'s log; copy
+the reference keystore to the named instances (or restore the reference first if it is the one missing);
 trigger this DAG again. Param `parallel_reads` (default {PARALLEL_READS}, from the topology's
 `keystore_check.parallel_reads`) sets how many keystores are read at once. Passwords come from the Airflow
 connections named by `password_conn_id`; only digests and metadata are ever logged or returned. Full
@@ -75,56 +72,39 @@ fires. Never retried: it only judges the report `check_replication` recorded, so
 same answer and only delay the alert. Re-run the DAG after fixing the keystores instead.
 """
 
-_default_args: dict[str, Any] = {
-    "owner": "gir-ops",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=1),
-}
-if FAILURE_NOTIFIERS:
-    _default_args["on_failure_callback"] = FAILURE_NOTIFIERS
-
 
 @dag(
-    dag_id="gir_rcs_keystore_check",
+    dag_id=spec.DAG_ID,
     schedule=CronTriggerTimetable(TOPOLOGY.keystore_check.schedule, timezone=TIMEZONE),
-    start_date=datetime(2026, 1, 1, tzinfo=ZoneInfo(TIMEZONE)),
+    start_date=shared.DAG_START_DATE,
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=50),
     tags=["gir", "rcs", "keystore"],
-    default_args=_default_args,
-    params={
-        "parallel_reads": trigger_param(
-            PARALLEL_READS,
-            type="integer",
-            minimum=1,
-            maximum=256,
-            description="How many keystores are read at the same time.",
-        ),
-    },
+    default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    params=spec.trigger_params(TOPOLOGY),
     doc_md=DOC_MD,
 )
 def gir_rcs_keystore_check() -> None:
     @task(
-        task_id="check_replication",
-        outlets=[RCS_KEYSTORE_CHECK_ASSET],
+        task_id=spec.CHECK_REPLICATION,
+        outlets=[spec.RCS_KEYSTORE_CHECK_ASSET],
         multiple_outputs=False,
         execution_timeout=timedelta(minutes=15),
         doc_md=CHECK_DOC,
     )
-    def check_replication(params: Any = None, outlet_events: Any = None) -> dict[str, Any]:
-        from include.gir_ops.keystore import check_replication as run_check
+    def check_replication(**context: Any) -> dict[str, Any]:
+        from include.gir_ops.keystore.check import check_replication as run_check
 
-        parallel_reads = int(params["parallel_reads"]) if params else PARALLEL_READS
-        report = run_check(load_topology(), parallel_reads=parallel_reads)
-        outlet_events[RCS_KEYSTORE_CHECK_ASSET].extra = report.asset_extra()
+        report = run_check(load_topology(), parallel_reads=int(context["params"]["parallel_reads"]))
+        context["outlet_events"][spec.RCS_KEYSTORE_CHECK_ASSET].extra = report.asset_extra()
         return report.to_dict()
 
-    @task(task_id="enforce_replication", retries=0, doc_md=ENFORCE_DOC)
+    @task(task_id=spec.ENFORCE_REPLICATION, retries=0, doc_md=ENFORCE_DOC)
     def enforce_replication(report: dict[str, Any]) -> str:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from include.gir_ops.keystore import failure_message
+        from include.gir_ops.keystore.report import failure_message
 
         message = failure_message(report)
         if message:
@@ -134,4 +114,9 @@ def gir_rcs_keystore_check() -> None:
     enforce_replication(check_replication())
 
 
-gir_rcs_keystore_check()
+if TOPOLOGY.rcs_instances:
+    gir_rcs_keystore_check()
+else:
+    shared.not_configured(
+        spec.DAG_ID, f"RCS instance ({spec.TOPOLOGY_SECTION})", "add one to check its keystore"
+    )

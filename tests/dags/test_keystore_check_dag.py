@@ -10,8 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import os
-import threading
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,14 @@ from typing import Any
 import pytest
 import yaml
 
-from include.gir_ops.simulator.demo_data import (
+from include.gir_sim.demo_data import (
     CURRENT_ALIAS,
     DRIFT_ALIAS,
     EXPIRING_ALIAS,
     generate_keystores,
     keystore_paths,
 )
+from tests.include.keystore.keystore_support import HungKeystore, hung_keystores
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAG_FILE = REPO_ROOT / "dags" / "gir_rcs_keystore_check.py"
@@ -274,46 +274,46 @@ def test_reference_missing_fails_with_nothing_to_compare_against(gir: Any, capsy
     assert events[0]["states"]["rcs-dc1-a"] == "missing"
 
 
-# --- a keystore that never answers (issue 12, 3b) -------------------------------------------------------
+# --- a topology without RCS instances ------------------------------------------------------------------
 
-RESCUE_AFTER_SECONDS = 60.0
+
+def test_a_topology_without_rcs_instances_defines_no_dag_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """No RCS instance means the check is not configured: no DAG and no import error, one warning."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    document = yaml.safe_load((REPO_ROOT / "include/config/topology.yaml").read_text(encoding="utf-8"))
+    for dc in document["data_centers"]:
+        dc.pop("rcs", None)
+    path = tmp_path / "topology-without-rcs.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv("GIR_TOPOLOGY", str(path))
+    caplog.set_level(logging.WARNING)
+
+    bag = DagBag(dag_folder=str(DAG_FILE))
+
+    assert bag.import_errors == {}
+    assert bag.dags == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"{DAG_ID} is not defined: the topology has no RCS instance (data_centers[].rcs); add one to "
+        "check its keystore"
+    ]
+
+
+# --- a keystore that never answers ---------------------------------------------------------------------
 
 
 @pytest.fixture
-def hang() -> Iterator[Callable[[Path], Path]]:
-    """Turn a keystore path into a FIFO nobody writes to: open() blocks like a hung NFS/SMB mount.
-
-    Opening and closing the writing end releases a reader stuck in open() (it sees an empty file). That
-    happens at teardown, and from a watchdog after ``RESCUE_AFTER_SECONDS``, so that a check that waits
-    for the stuck read fails this test's assertions instead of hanging the test run.
-    """
-    made: list[Path] = []
-
-    def release() -> None:
-        for path in made:
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:  # ENXIO: nobody is waiting to read it
-                continue
-            os.close(fd)
-
-    watchdog = threading.Timer(RESCUE_AFTER_SECONDS, release)
-    watchdog.daemon = True
-    watchdog.start()
-
-    def make(path: Path) -> Path:
-        path.unlink(missing_ok=True)
-        os.mkfifo(path)
-        made.append(path)
-        return path
-
-    yield make
-    watchdog.cancel()
-    release()
+def hang() -> Iterator[Callable[[Path], HungKeystore]]:
+    """Keystore paths made FIFOs nobody writes to: open() blocks like a hung NFS/SMB mount."""
+    with hung_keystores() as make:
+        yield make
 
 
 def test_a_keystore_that_never_answers_still_gives_the_report(
-    gir_factory: Callable[..., Any], hang: Callable[[Path], Path], capsys: Any, caplog: Any
+    gir_factory: Callable[..., Any], hang: Callable[[Path], HungKeystore], capsys: Any, caplog: Any
 ) -> None:
     gir = gir_factory({"keystore_check": {"read_timeout_seconds": 2}})
     assert gir.topology.keystore_check.read_timeout_seconds == 2

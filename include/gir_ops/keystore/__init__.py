@@ -1,0 +1,1 @@
+"""RCS keystore replication check: is every Recording Crypto Server's keystore the same file?"""

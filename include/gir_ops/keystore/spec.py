@@ -1,0 +1,47 @@
+"""What the keystore check DAG is built from while the dag-processor parses it: ids, params, the Asset.
+
+Imported on every parse of ``dags/gir_rcs_keystore_check.py``, so it imports only ``airflow.sdk`` and
+the project's light modules; the check itself (``cryptography``, object storage) is imported by the task.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset
+
+from include.gir_ops.params import trigger_param
+
+if TYPE_CHECKING:
+    from include.gir_ops.topology import Topology
+
+DAG_ID = "gir_rcs_keystore_check"
+
+# Task ids, shared by the DAG file, the docs and the tests.
+CHECK_REPLICATION = "check_replication"
+ENFORCE_REPLICATION = "enforce_replication"
+
+# The topology section the DAG needs: without an RCS instance there is nothing to check, and no DAG.
+TOPOLOGY_SECTION = "data_centers[].rcs"
+
+# Bounds of the ``parallel_reads`` param (the topology's ``keystore_check.parallel_reads`` is its default).
+MAX_PARALLEL_READS = 256
+
+# Named, not given a URI: a URI with a custom scheme makes Airflow look for a scheme normalizer among every
+# provider, which tripled the parse time of the DAG files that declare it.
+# Event extra: ok (bool), checked_at (ISO-8601 UTC), reference, states ({instance: state}), warnings (list),
+# summary. Read by the failover pre-flight, red or green.
+RCS_KEYSTORE_CHECK_ASSET = Asset(name="gir_rcs_keystore_check", group="gir")
+
+
+def trigger_params(topology: Topology) -> dict[str, Any]:
+    """The trigger form: how many keystores are read at once (default from the topology)."""
+    return {
+        "parallel_reads": trigger_param(
+            topology.keystore_check.parallel_reads,
+            type="integer",
+            minimum=1,
+            maximum=MAX_PARALLEL_READS,
+            description="How many keystores are read at the same time.",
+        ),
+    }
