@@ -1,4 +1,10 @@
-"""eServices failover (and switch-back) with pre-flight, two-person approval, verification and audit."""
+"""eServices failover (and switch-back) with pre-flight, two-person approval, verification and audit.
+
+Thin on purpose: ids, the trigger form and the operators come from the light modules
+``include.gir_ops.failover.spec`` and ``.operators``; the steps' logic (RWS client, Airflow API client) is
+imported inside each task, when it runs. Without a ``failover`` section in the topology the feature is
+not configured: this file defines no DAG and logs one warning.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +14,17 @@ from typing import Any
 # Named here so the dag-processor pre-imports them once instead of in every parse (it pre-imports the
 # airflow modules a DAG file names; the project's own modules import these too).
 from airflow.providers.standard.operators.hitl import ApprovalOperator  # noqa: F401
-from airflow.sdk import DAG, chain, task
+from airflow.sdk import chain, dag, task
 from airflow.triggers.base import BaseTrigger  # noqa: F401
 
-# The steps' logic (include.gir_ops.failover, with the RWS client) is imported inside each task, when it
-# runs; parsing needs only the DAG's parts.
-from include.gir_ops import failover_spec
-from include.gir_ops.failover_triggers import VerifyEServicesSiteOperator
+from include.gir_ops import shared
+from include.gir_ops.failover import spec
+from include.gir_ops.failover.operators import FailoverApprovalOperator, VerifyEServicesSiteOperator
 from include.gir_ops.pools import check_pools
-from include.gir_ops.topology import TopologyError, load_topology
+from include.gir_ops.topology import load_topology
 
-topology = load_topology()
-if topology.failover is None:
-    raise TopologyError(
-        "gir_eservices_failover needs a failover section in the topology (approvers, audit_log, ...); "
-        "see include/config/topology.yaml"
-    )
-settings = topology.failover
-_record = "ti.xcom_pull(task_ids='preflight', key='record')"
+TOPOLOGY = load_topology()
+PREFLIGHT_RECORD = f"ti.xcom_pull(task_ids='{spec.PREFLIGHT}', key='record')"
 
 DOC_MD = f"""
 # eServices failover: `gir_eservices_failover`
@@ -33,13 +32,13 @@ DOC_MD = f"""
 Switches the Interaction Server that RWS uses (the eServices site) to another data center, as the GIR
 guide's manual procedure does (`POST .../genesys-environments/{{id}}/multimedia-switch`), but checked,
 approved by a second person, verified and audited. **Switching back is the same DAG** with
-`target_site` = `{topology.primary_site}` (the primary).
+`target_site` = `{TOPOLOGY.primary_site}` (the primary).
 
-**To run it:** Trigger DAG → fill `target_site` ({", ".join(topology.sites)}), `reason` (10+ characters),
-optionally `change_ticket` and `dry_run` → Trigger. Then **another** approver
-({", ".join(a.id for a in settings.approvers)}) opens *Required Actions* (or this run's
-`approve_failover` task) and chooses *Approve* or *Reject*. The user who triggered cannot approve
-(two-person rule); no answer within {settings.response_timeout_minutes} min counts as a rejection.
+**To run it:** Trigger DAG → fill `target_site` ({", ".join(TOPOLOGY.sites)}), `reason` (10+ characters),
+optionally `change_ticket` and `dry_run` → Trigger. Then **another** approver (`failover.approvers`, listed
+on the `approve_failover` task) opens *Required Actions* (or this run's `approve_failover` task) and
+chooses *Approve* or *Reject*. The user who triggered cannot approve (two-person rule); no answer within
+`failover.response_timeout_minutes` counts as a rejection.
 Only that answer, as Airflow records it for this run, authorizes the one POST (never XComs or task
 states), and only once. Trigger from the UI or the REST API as yourself: a CLI-triggered run can do a
 pre-flight or a dry run, never a switch.
@@ -49,8 +48,8 @@ Steps: `check_pools` (the switch's pool exists, or the run stops before anyone i
 SpeechMiner backup, as warnings) → `approval_needed` (skips everything when the target is already
 current) → `approve_failover` → `recheck` (two-person rule, site unchanged?) →
 `switch_eservices_site` (ONE POST, never retried) → `verify_switch` (deferred, GETs only, up to
-{settings.dr_monitoring_delay_seconds + settings.verify_margin_seconds}s) → `audit` (always; one JSON file
-under `failover.audit_log`) → `outcome` (the verdict, the manual follow-ups and the switch-back command).
+`failover.dr_monitoring_delay_seconds` + `verify_margin_seconds`) → `audit` (always; one JSON file under
+`failover.audit_log`) → `outcome` (the verdict, the manual follow-ups and the switch-back command).
 
 **Read the `outcome` task:** it fails the run unless the outcome is verified, already-current
 (also when the target became current while waiting) or dry-run. `unverified` means RWS accepted the
@@ -58,73 +57,79 @@ switch but does not report its site: check by hand, do not trigger again blindly
 Full procedure: docs/gir_eservices_failover.md.
 """
 
-with DAG(
-    dag_id=failover_spec.DAG_ID,
+
+@dag(
+    dag_id=spec.DAG_ID,
     schedule=None,
+    start_date=shared.DAG_START_DATE,
     max_active_runs=1,
     catchup=False,
     # A failover DAG that is paused when it is needed is a trap; the approval gate guards every run.
     is_paused_upon_creation=False,
     tags=["gir", "eservices", "failover", "hitl"],
     default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(seconds=15)},
-    params=failover_spec.trigger_params(topology),
+    params=spec.trigger_params(TOPOLOGY),
     doc_md=DOC_MD,
-) as dag:
+)
+def gir_eservices_failover() -> None:
+    settings = spec.failover_settings(TOPOLOGY)
 
     @task(
-        task_id=failover_spec.PREFLIGHT,
-        inlets=failover_spec.preflight_inlets(topology),
+        task_id=spec.PREFLIGHT,
+        inlets=spec.preflight_inlets(TOPOLOGY),
         execution_timeout=timedelta(minutes=5),
         doc_md="Read-only: RWS reachability (target's first), the site RWS reports, the environment ID, "
         "the last keystore check and SpeechMiner backup. Retried: it only reads.",
     )
     def preflight(**context: Any) -> None:
-        from include.gir_ops import failover
+        from include.gir_ops.failover.steps import run_preflight
 
-        failover.run_preflight(context)
+        run_preflight(context)
 
     @task.short_circuit(
-        task_id=failover_spec.APPROVAL_NEEDED,
+        task_id=spec.APPROVAL_NEEDED,
         ignore_downstream_trigger_rules=False,
         doc_md="Skips the approval and the switch when RWS already reports the target site.",
     )
     def approval_needed(**context: Any) -> bool:
-        from include.gir_ops import failover
+        from include.gir_ops.failover import steps
 
-        return failover.approval_needed(context)
+        return steps.approval_needed(context)
 
-    approve = failover_spec.FailoverApprovalOperator(
-        task_id=failover_spec.APPROVE_FAILOVER,
-        subject="{{ " + _record + "['approval_subject'] }}",
-        body="{{ " + _record + "['approval_body'] }}",
-        assigned_users=failover_spec.assigned_approvers(topology),
+    approve = FailoverApprovalOperator(
+        task_id=spec.APPROVE_FAILOVER,
+        subject="{{ " + PREFLIGHT_RECORD + "['approval_subject'] }}",
+        body="{{ " + PREFLIGHT_RECORD + "['approval_body'] }}",
+        assigned_users=spec.assigned_approvers(TOPOLOGY),
         response_timeout=timedelta(minutes=settings.response_timeout_minutes),
         # No answer in time = Reject (recorded with no responding user), so the audit can tell a
         # timeout from a rejection; a Reject skips the downstream steps instead of failing this task.
-        defaults=failover_spec.REJECT,
+        defaults=spec.REJECT,
         fail_on_reject=False,
         retries=0,
-        doc_md="The provider's ApprovalOperator, recording the answer for the audit. Never retried: a "
-        "retry would ask the approvers again after they answered. Waits in awaiting_input without a "
-        "worker slot; the answer is checked by `recheck` (two-person rule).",
+        doc_md="The provider's ApprovalOperator, recording the answer. Never retried: a retry would ask "
+        "the approvers again after they answered. Waits in awaiting_input without a worker slot; the "
+        "answer is checked by `recheck` (two-person rule). Approvers: "
+        f"{', '.join(a.id for a in settings.approvers)}; no answer within "
+        f"{settings.response_timeout_minutes} min counts as a rejection.",
     )
 
     @task(
-        task_id=failover_spec.RECHECK,
+        task_id=spec.RECHECK,
         retry_delay=timedelta(seconds=10),
         doc_md="Two-person rule from Airflow's own record of this run's approval (never XCom): approver "
         "!= triggering user, approver in failover.approvers, triggered from the UI/REST API; then the site "
         "again: any change while waiting stops the run. Refusals fail at once; reads are retried.",
     )
     def recheck(**context: Any) -> None:
-        from include.gir_ops import failover
+        from include.gir_ops.failover.steps import run_recheck
 
-        failover.run_recheck(context)
+        run_recheck(context)
 
     @task(
-        task_id=failover_spec.SWITCH,
+        task_id=spec.SWITCH,
         retries=0,
-        pool=failover_spec.SWITCH_POOL,
+        pool=shared.RWS_SWITCH_POOL,
         pool_slots=1,
         execution_timeout=timedelta(minutes=10),
         doc_md="ONE synchronous multimedia-switch POST to the first RWS that answers (target's first). "
@@ -133,44 +138,45 @@ with DAG(
         "never left or RWS answered 5xx/statusCode 4 (nothing changed). Pool gir_rws_switch (1 slot).",
     )
     def switch_eservices_site(**context: Any) -> None:
-        from include.gir_ops import failover
+        from include.gir_ops.failover.steps import run_switch
 
-        failover.run_switch(context)
+        run_switch(context)
 
     verify = VerifyEServicesSiteOperator(
-        task_id=failover_spec.VERIFY,
-        switch_task_id=failover_spec.SWITCH,
-        rws_nodes=[{"site": dc.site, "conn_id": dc.rws_conn_id} for dc in topology.data_centers],
+        task_id=spec.VERIFY,
+        switch_task_id=spec.SWITCH,
+        rws_nodes=spec.rws_nodes(TOPOLOGY),
         dr_monitoring_delay_seconds=settings.dr_monitoring_delay_seconds,
         verify_margin_seconds=settings.verify_margin_seconds,
         retry_delay=timedelta(seconds=10),
         doc_md="Deferred: the triggerer polls GET genesys-environments/{id} on every RWS (no POST, safe to "
-        "repeat) until all that answer report the target, or the delay plus margin has passed.",
+        "repeat) until all that answer report the target, or the delay plus margin "
+        f"({settings.dr_monitoring_delay_seconds + settings.verify_margin_seconds}s) has passed.",
     )
 
     @task(
-        task_id=failover_spec.AUDIT,
+        task_id=spec.AUDIT,
         trigger_rule="all_done",
         retry_delay=timedelta(seconds=10),
         doc_md="Always runs: one JSON record per run under failover.audit_log (who, why, approval, every "
         "RWS answer, outcome). A retry adds a file, never overwrites one.",
     )
     def audit(**context: Any) -> dict[str, Any]:
-        from include.gir_ops import failover
+        from include.gir_ops.failover.audit import run_audit
 
-        return failover.run_audit(context)
+        return run_audit(context)
 
     @task(
-        task_id=failover_spec.OUTCOME,
+        task_id=spec.OUTCOME,
         trigger_rule="all_done",
         retries=0,
         doc_md="The verdict. Never retried: it only reads what the run recorded and fails the run unless "
         "the outcome is verified, already-current or dry-run; lists the follow-ups.",
     )
     def outcome(**context: Any) -> None:
-        from include.gir_ops import failover
+        from include.gir_ops.failover.audit import run_outcome
 
-        failover.run_outcome(context)
+        run_outcome(context)
 
     chain(
         check_pools(),
@@ -183,3 +189,13 @@ with DAG(
         audit(),
         outcome(),
     )
+
+
+if TOPOLOGY.failover is None:
+    shared.not_configured(
+        spec.DAG_ID,
+        "failover section (failover.approvers, failover.audit_log, ...)",
+        "add one to enable eServices failover, see include/config/topology.yaml",
+    )
+else:
+    gir_eservices_failover()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,9 +25,12 @@ from typing import Any
 from unittest import mock
 
 import pytest
+import yaml
 
-from include.gir_ops import failover_spec
-from tests.conftest import REPO_ROOT, SimulatedGir, parse_dags
+from include.gir_ops import shared
+from include.gir_ops.failover import spec as failover_spec
+from tests.conftest import REPO_ROOT, SimulatedGir, default_topology_dict, parse_dags
+from tests.dags.failover_dag_support import fast_failover_gir
 
 DAG_ID = failover_spec.DAG_ID
 SWITCH_PATH = "multimedia-switch"
@@ -42,18 +46,7 @@ APPROVERS = [{"id": "approver", "name": "On-call approver"}, {"id": "second", "n
 @pytest.fixture
 def fast_gir(gir_factory: Callable[..., SimulatedGir], tmp_path: Path) -> SimulatedGir:
     """The default three DCs with a short drMonitoringDelay, a one-minute approval timeout."""
-    return gir_factory(
-        {
-            "failover": {
-                "approvers": APPROVERS,
-                "dr_monitoring_delay_seconds": 1,
-                "verify_margin_seconds": 2,
-                "response_timeout_minutes": 1,
-                "audit_log": f"file://{tmp_path}/audit/failover",
-            }
-        },
-        dr_monitoring_delay_seconds=0.5,
-    )
+    return fast_failover_gir(gir_factory, tmp_path, APPROVERS)
 
 
 @pytest.fixture
@@ -313,12 +306,14 @@ def test_dag_shape_guards_against_misuse(failover_dag: Any, fast_gir: SimulatedG
     from include.gir_ops import bootstrap
 
     assert failover_dag.timetable.can_be_scheduled is False, "manual runs only"
+    assert failover_dag.start_date == shared.DAG_START_DATE
+    assert failover_dag.owner == "gir-ops"
     assert failover_dag.max_active_runs == 1
     switch = failover_dag.get_task(failover_spec.SWITCH)
     assert (switch.retries, switch.pool, switch.pool_slots) == (0, "gir_rws_switch", 1)
     assert "never retried" in switch.doc_md.lower()
     assert any(
-        (pool.name, pool.slots) == (failover_spec.SWITCH_POOL, 1)
+        (pool.name, pool.slots) == (shared.RWS_SWITCH_POOL, 1)
         for pool in bootstrap.pool_specs(fast_gir.topology)
     ), "the bootstrap must create the switch task's pool, or the switch is never scheduled"
     approve = failover_dag.get_task(failover_spec.APPROVE_FAILOVER)
@@ -333,6 +328,28 @@ def test_dag_shape_guards_against_misuse(failover_dag: Any, fast_gir: SimulatedG
     for task_id in (failover_spec.AUDIT, failover_spec.OUTCOME):
         assert failover_dag.get_task(task_id).trigger_rule == "all_done"
     assert [t.task_id for t in failover_dag.topological_sort()] == list(failover_spec.TASK_IDS)
+
+
+def test_without_a_failover_section_the_file_defines_no_dag_and_logs_one_warning(
+    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A topology without ``failover`` means the feature is not configured: no DAG, no import error."""
+    document = default_topology_dict()
+    del document["failover"]
+    topology_path = tmp_path / "topology-without-failover.yaml"
+    topology_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv("GIR_TOPOLOGY", str(topology_path))
+
+    with caplog.at_level(logging.WARNING):
+        bag = parse_dags(REPO_ROOT / "dags" / "gir_eservices_failover.py")
+
+    assert bag.import_errors == {}
+    assert DAG_ID not in bag.dags and bag.dags == {}
+    warnings = [r.getMessage() for r in caplog.records if "failover section" in r.getMessage()]
+    assert warnings == [
+        "gir_eservices_failover is not defined: the topology has no failover section (failover.approvers, "
+        "failover.audit_log, ...); add one to enable eServices failover, see include/config/topology.yaml"
+    ]
 
 
 # --- the happy path -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""gir_eservices_failover in an Airflow whose pools were never created (issue 12, case 3d).
+"""gir_eservices_failover in an Airflow whose pools were never created.
 
 Before check_pools, the switch task (pool gir_rws_switch) sat unscheduled forever after the approval was
 given, and the run stayed ``running`` with no message. Now the run fails at its first task, names the pool
@@ -16,26 +16,17 @@ from typing import Any
 
 import pytest
 
-from include.gir_ops import failover_spec
+from include.gir_ops import shared
+from include.gir_ops.failover import spec as failover_spec
 from tests.conftest import DEFAULT_TOPOLOGY, REPO_ROOT, SimulatedGir, parse_dags
+from tests.dags.failover_dag_support import fast_failover_gir
 
 pytestmark = pytest.mark.usefixtures("airflow_api")
 
 
 @pytest.fixture
 def failover_gir(gir_factory: Callable[..., SimulatedGir], tmp_path: Path) -> SimulatedGir:
-    return gir_factory(
-        {
-            "failover": {
-                "approvers": [{"id": "approver", "name": "On-call approver"}],
-                "dr_monitoring_delay_seconds": 1,
-                "verify_margin_seconds": 2,
-                "response_timeout_minutes": 1,
-                "audit_log": f"file://{tmp_path}/audit/failover",
-            }
-        },
-        dr_monitoring_delay_seconds=0.5,
-    )
+    return fast_failover_gir(gir_factory, tmp_path, [{"id": "approver", "name": "On-call approver"}])
 
 
 @pytest.fixture
@@ -48,7 +39,7 @@ def without_switch_pool(airflow_api: Any) -> Iterator[None]:
     from include.gir_ops.topology import load_topology
 
     with create_session() as session:
-        session.execute(delete(Pool).where(Pool.pool == failover_spec.SWITCH_POOL))
+        session.execute(delete(Pool).where(Pool.pool == shared.RWS_SWITCH_POOL))
     yield
     ensure_pools(load_topology(DEFAULT_TOPOLOGY))
 

@@ -1,0 +1,1 @@
+"""eServices failover (multimedia-switch) behind a two-person approval, verified and audited."""
