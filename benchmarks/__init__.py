@@ -1,4 +1,4 @@
-"""Benchmarks of gir-ops (issue 8): ratios measured side by side in one run, never absolute timings.
+"""Benchmarks of gir-ops: ratios measured side by side in one run, never absolute timings.
 
 The machine these run on is shared and noisy, so every row compares our code with a baseline measured in
 the same run, under the same conditions, and shows the absolute figures behind the ratio. ``make bench``

@@ -61,14 +61,14 @@ PROBES = {
     "100 Param schema checks as Airflow runs them, draft-07 (what include.gir_ops.params declares)": (
         _PARAM_SCHEMA.format(dialect="'$schema': 'http://json-schema.org/draft-07/schema#', ")
     ),
-    "import include.gir_ops.failover_spec (what the failover DAG file imports)": (
-        "import include.gir_ops.failover_spec"
+    "import include.gir_ops.failover.spec + .operators (what the failover DAG file imports)": (
+        "import include.gir_ops.failover.spec, include.gir_ops.failover.operators"
     ),
-    "import include.gir_ops.failover (tasks import it when they run, not the DAG file)": (
-        "import include.gir_ops.failover"
+    "import include.gir_ops.failover.steps + .audit (tasks import them when they run, not the DAG file)": (
+        "import include.gir_ops.failover.steps, include.gir_ops.failover.audit"
     ),
-    "import include.gir_ops.backup (tasks only)": "import include.gir_ops.backup",
-    "import include.gir_ops.keystore (tasks only)": "import include.gir_ops.keystore",
+    "import include.gir_ops.backup.tasks (tasks only)": "import include.gir_ops.backup.tasks",
+    "import include.gir_ops.keystore.check (tasks only)": "import include.gir_ops.keystore.check",
     "import requests (include.gir_ops.rws defers it to the first RWS call)": "import requests",
 }
 

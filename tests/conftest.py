@@ -162,8 +162,8 @@ def gir_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
     Sets GIR_TOPOLOGY, GIR_DATA_DIR and the AIRFLOW_CONN_* variables for the test's duration, so DAGs
     parsed afterwards point at the simulator. ``dr_monitoring_delay_seconds`` defaults to the topology's.
     """
-    from include.gir_ops.simulator.server import GirSimulator
     from include.gir_ops.topology import load_topology
+    from include.gir_sim.server import GirSimulator
 
     started: list[Any] = []
 

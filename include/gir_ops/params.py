@@ -23,10 +23,6 @@ if TYPE_CHECKING:
 # Declared in every trigger-form Param schema; see the module docstring for why not 2020-12.
 JSON_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 
-# ISO-8601 date and time with a UTC offset ("Z" or +hh:mm), as the trigger form's date-time picker
-# sends it (2026-11-20T00:00:00.000Z). Used in the re-index params' JSON schema and re-checked by
-# ``windows.parse_timestamp`` (a conf sent through the CLI or REST API skips the form).
-
 # A contact center ID as GET /api/v2/ops/contact-centers returns it (the last segment of each URI): hex
 # digits only. ONE pattern for the topology, the re-index trigger form and discovery, because the ID goes
 # into a URL path (``.../contact-centers/<id>/recordings``): nothing else may reach it ('..', '/', '%2F',
@@ -51,7 +47,7 @@ def trigger_param(default: Any = _NO_DEFAULT, **schema: Any) -> Param:
 
     Without ``default`` the param is required: a run without it is refused when it is created.
     """
-    from airflow.sdk import Param  # here, so windows.py can import the pattern without Airflow
+    from airflow.sdk import Param  # here: the ID check above needs no Airflow
 
     schema = {"$schema": JSON_SCHEMA_DIALECT, **schema}
     if default is _NO_DEFAULT:

@@ -557,9 +557,6 @@ class RwsClient:
         ]
         return answer, ids
 
-    def genesys_environment_ids(self) -> list[str]:
-        return self.genesys_environments()[1]
-
     def genesys_environment(self, environment_id: str, *, policy: RetryPolicy = IDEMPOTENT) -> RwsAnswer:
         environment_id = validate_environment_id(environment_id, site=self.site)
         return self.request(

@@ -94,19 +94,38 @@ def format_age(then: datetime | None, now: datetime) -> str:
     return f"{hours * 60:.0f} min ago" if hours < 1 else f"{hours:.1f} h ago"
 
 
+EXACT_SIZE_BELOW = 64 * 1024
+
+
 def format_size(size: float | None) -> str:
-    """Bytes for a person: "512 B", "1.50 MiB", "2.00 GiB"; "?" when unknown."""
+    """Bytes for a person: "1877 B", "512.00 KiB", "1.50 MiB", "2.00 GiB"; "?" when unknown.
+
+    Exact below 64 KiB, so two small files (keystores) that differ by a few bytes never read the same.
+    """
     if size is None:
         return "?"
     value = float(size)
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+    if value < EXACT_SIZE_BELOW:
+        return f"{value:.0f} B"
+    for unit in ("KiB", "MiB"):
         value /= 1024
-    return f"{value:.2f} GiB"
+        if value < 1024:
+            return f"{value:.2f} {unit}"
+    return f"{value / 1024:.2f} GiB"
 
 
 # --- DAGs ----------------------------------------------------------------------------------------------
 
 # Every DAG's start_date: the earliest date a backfill may cover. Timetables carry their own timezone.
 DAG_START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def not_configured(dag_id: str, missing: str, to_enable: str) -> None:
+    """The one policy for a topology section that is absent: the feature is not configured, so its DAG
+    file defines no DAG and says so in ONE warning (naming what is missing and how to enable it), never in
+    an import error that would read as a broken deployment."""
+    import logging
+
+    logging.getLogger("include.gir_ops").warning(
+        "%s is not defined: the topology has no %s; %s", dag_id, missing, to_enable
+    )

@@ -1,4 +1,4 @@
-"""One tiny smoke case of each benchmark (issue 8), so they cannot rot.
+"""One tiny smoke case of each benchmark, so they cannot rot.
 
 They run the same code as ``make bench`` at smoke sizes (2 MiB backup, 2-day range, 5 keystores, one
 parse sample) and check that each produces its rows, with a ratio, and that what was measured really

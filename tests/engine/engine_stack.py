@@ -32,7 +32,7 @@ import requests
 import yaml
 
 from include.gir_ops.airflow_api import AIRFLOW_API_CONN_ID, SERVICE_USER, SIMPLE_AUTH_MANAGER_ROLE
-from include.gir_ops.processes import Child, StopStep, start_child, tail
+from include.gir_sim.processes import Child, StopStep, start_child, tail
 from tests.conftest import deep_merge, default_topology_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -495,7 +495,7 @@ class EngineStack:
         return load_topology(self.topology_path)
 
     def _generate_demo_data(self) -> None:
-        from include.gir_ops.simulator import demo_data
+        from include.gir_sim import demo_data
 
         previous = os.environ.get("GIR_DATA_DIR")
         os.environ["GIR_DATA_DIR"] = str(self.data_dir)  # the topology's URLs expand it when loaded
@@ -558,7 +558,7 @@ class EngineStack:
             [
                 sys.executable,
                 "-m",
-                "include.gir_ops.simulator",
+                "include.gir_sim",
                 "serve",
                 "--topology",
                 str(self.topology_path),

@@ -299,7 +299,8 @@ def tree_digest(folder: Path) -> dict[str, tuple[int, str]]:
 
 def assert_published_backup(engine: EngineStack, backup_name: str) -> dict[str, Any]:
     """The replica holds ``backup_name`` complete: manifest valid, every file equal to the source."""
-    from include.gir_ops.backup import read_manifest, storage_path
+    from include.gir_ops.backup.manifest import read_manifest
+    from include.gir_ops.backup.tree import storage_path
 
     published = engine.replica_root() / backup_name
     assert published.is_dir(), f"{published} was not published"
@@ -324,7 +325,7 @@ def newest_backup_day(engine: EngineStack) -> date:
 
 @pytest.mark.timeout(300)
 def test_shipping_waits_deferred_for_an_incomplete_backup_then_ships_it(engine: EngineStack) -> None:
-    from include.gir_ops.simulator import demo_data
+    from include.gir_sim import demo_data
 
     admin = engine.api("admin")
     day = newest_backup_day(engine) + timedelta(days=1)
@@ -335,7 +336,7 @@ def test_shipping_waits_deferred_for_an_incomplete_backup_then_ships_it(engine: 
     run_id = run["dag_run_id"]
     admin.unpause(SHIP_DAG)
     ti = admin.wait_task_state(SHIP_DAG, run_id, "wait_for_backup", ["deferred"], timeout=150)
-    assert ti["trigger"]["classpath"] == "include.gir_ops.backup_triggers.BackupReadyTrigger", ti["trigger"]
+    assert ti["trigger"]["classpath"] == "include.gir_ops.backup.triggers.BackupReadyTrigger", ti["trigger"]
 
     # Deferred means waiting in the triggerer: once the first check's process has exited, the Celery
     # worker holds no slot for this run, and none while the wait goes on.
@@ -366,7 +367,7 @@ def test_worker_killed_mid_copy_then_retry_publishes_one_complete_backup(engine:
     ([scheduler] task_instance_heartbeat_timeout = 30 s), retries the task on the restarted worker, and
     the retry resumes from the staged bytes. In the end the replica holds one complete, verified backup and
     no ``.partial`` or half-published folder."""
-    from include.gir_ops.simulator import demo_data
+    from include.gir_sim import demo_data
 
     admin = engine.api("admin")
     admin.unpause(SHIP_DAG)

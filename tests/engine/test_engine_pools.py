@@ -1,4 +1,4 @@
-"""Engine test for issue 12, case 3d: an Airflow whose pools were never created.
+"""Engine test: an Airflow whose pools were never created.
 
 On the real scheduler a task in a pool that does not exist is never scheduled: the failover's switch task
 sat in ``scheduled`` forever after the approval was given, and the run stayed ``running`` with no message.

@@ -703,8 +703,8 @@ def test_stopping_a_child_leaves_no_process_of_its_group(run_stack: ModuleType, 
 def test_demo_drift_switch_makes_one_keystore_differ_and_restore_undoes_it(
     run_stack: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from include.gir_ops.simulator import demo_data
     from include.gir_ops.topology import DEFAULT_TOPOLOGY_PATH, load_topology
+    from include.gir_sim import demo_data
 
     paths = run_stack.StackPaths.for_repo(tmp_path)
     monkeypatch.setattr(run_stack, "REPO", tmp_path)

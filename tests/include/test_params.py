@@ -97,7 +97,8 @@ def test_one_contact_center_id_pattern_serves_topology_trigger_form_and_discover
         if path.name != "shared.py" and "0-9a-fA-F" in path.read_text(encoding="utf-8")
     ]
     assert written_out == []
-    from include.gir_ops import reindex, rws, topology
+    from include.gir_ops import rws, topology
+    from include.gir_ops.reindex import plan as reindex_plan
 
-    assert topology.is_contact_center_id is rws.is_contact_center_id is reindex.is_contact_center_id
+    assert topology.is_contact_center_id is rws.is_contact_center_id is reindex_plan.is_contact_center_id
     assert is_contact_center_id is topology.is_contact_center_id

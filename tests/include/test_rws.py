@@ -278,7 +278,7 @@ def throttled(retry_after: str | None = None, *, body: dict[str, Any] | None = N
 def test_429_without_retry_after_is_resent_with_the_policys_backoff(
     client: RwsClient, requests_mock: requests_mock_module.Mocker, sleeps: list[float]
 ) -> None:
-    """Issue 12, 4a: a 429 used to fail the window at once ("no statusCode in the body")."""
+    """A 429 used to fail the window at once ("no statusCode in the body")."""
     requests_mock.post(FORCE_INDEX_URL, [throttled(), throttled(), throttled(), gws(0)])
     answer = force_index(client)
     assert requests_mock.call_count == 4
@@ -417,7 +417,7 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
 def test_discovered_contact_center_ids_are_validated_before_use(
     client: RwsClient, requests_mock: requests_mock_module.Mocker, segment: str, problem: str
 ) -> None:
-    """Issue 12, 4c: whatever RWS listed used to go straight into .../contact-centers/<id>/recordings."""
+    """Whatever RWS listed used to go straight into .../contact-centers/<id>/recordings."""
     requests_mock.get(
         f"{BASE}/api/v2/ops/contact-centers",
         json={
@@ -492,12 +492,13 @@ def test_environment_ids_from_rws_are_validated(
 ) -> None:
     listing = f"{BASE}/api/v2/ops/genesys-environments"
     requests_mock.get(listing, json={"statusCode": 0, "paths": [f"/genesys-environments/{ENVIRONMENT_ID}"]})
-    assert client.genesys_environment_ids() == [ENVIRONMENT_ID]
+    answer, listed = client.genesys_environments()
+    assert listed == [ENVIRONMENT_ID] and answer.http_status == 200
     requests_mock.get(listing, json={"statusCode": 0, "paths": ["/genesys-environments/x%2F..%2Fops"]})
     with pytest.raises(
         RwsInvalidId, match=r"from RWS DC2 \(GET /api/v2/ops/genesys-environments\) is refused"
     ):
-        client.genesys_environment_ids()
+        client.genesys_environments()
     calls = requests_mock.call_count
     with pytest.raises(RwsInvalidId, match="it contains a path separator"):
         client.genesys_environment("../contact-centers")

@@ -197,7 +197,7 @@ def test_reindex_kinds_follow_screen_recording() -> None:
     assert topology.data_centers[1].reindex_kinds == ("recordings",)
 
 
-# --- issue 12, section 5: what the YAML itself may do ---------------------------------------------------
+# --- what the YAML itself may do ----------------------------------------------------------------------
 
 
 def test_a_duplicate_top_level_key_names_the_key_and_both_lines() -> None:
@@ -240,8 +240,8 @@ def _alias_bomb(levels: int, width: int = 10) -> str:
 
 
 def test_an_alias_bomb_is_refused_before_it_expands() -> None:
-    """Issue 12, 5d: 434 bytes took 10 s and 650 MiB. This one (a million strings once built) is refused
-    before anything is constructed, with memory bounded by the text, not by what it would expand to."""
+    """An alias bomb of 434 bytes once took 10 s and 650 MiB. This one (a million strings once built) is
+    refused before anything is constructed, memory bounded by the text, not by what it would expand to."""
     import tracemalloc
 
     bomb = _alias_bomb(6)
