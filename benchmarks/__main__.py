@@ -65,7 +65,7 @@ validated topology (the *topology import + load_topology()* row, ~0.4x) is paid 
 a bad topology must fail parsing with a clear message and the processor keeps no project
 module between parses; and the DAGs themselves: a DAG with a cron timetable, params and several tasks
 costs Airflow more to build and serialize than a one-task DAG without them (Airflow re-checks each Param
-per task while serializing). `gir_eservices_failover.py` builds 8 tasks, HITL included, with 4 params;
+per task while serializing). `gir_eservices_failover.py` builds 9 tasks, HITL included, with 4 params;
 `gir_es_reindex.py` builds one DAG per re-index DC (two in the example topology, each with 5 params), so
 its cost grows with every DC enabled (the *with one re-index DC* row parses the same file against the
 same topology with re-index enabled in its first re-index DC only). Those files stay at or above 1.5x
@@ -96,7 +96,7 @@ would need fewer files). Temp data lives under the folder named in the row and i
 windows, against the simulator with 20 ms of latency on every API call; the simulator runs in the parent
 process, the DAG run and the baseline in child processes. The baseline sends the same POSTs (same paths,
 bodies and order) one after another from a plain `requests.Session`. The POST count comes from the
-simulator's record and is compared, window by window, with `windows.split_windows`. Full mode runs the
+simulator's record and is compared, window by window, with `reindex.windows.split_windows`. Full mode runs the
 bare loop before and after the DAG and takes the mean. The 1.5 target is ours; the issue gives none.
 `dag.test()` runs the 7 tasks (plan + 6 mapped) one after another in one process, each with Airflow's
 per-task start/finish calls through the in-process execution API; the scheduler and executor of a real
