@@ -49,8 +49,9 @@ def connection_help(conn_id: str = AIRFLOW_API_CONN_ID) -> str:
     )
     return (
         f"create the HTTP connection {conn_id!r} to the Airflow API server (the base URL the UI is served "
-        f"from) with a user that may read pools (SimpleAuthManager role {SIMPLE_AUTH_MANAGER_ROLE}, FAB "
-        f"role {FAB_ROLE}): `{AIRFLOW_API_PASSWORD_ENV}=<password> python -m include.gir_ops.bootstrap "
+        "from) with a user that may read pools, DAG runs and their approvals (SimpleAuthManager role "
+        f"{SIMPLE_AUTH_MANAGER_ROLE}, FAB role {FAB_ROLE}): "
+        f"`{AIRFLOW_API_PASSWORD_ENV}=<password> python -m include.gir_ops.bootstrap "
         f"airflow-api --url http://<API server host>:8080 --login {SERVICE_USER}`, or `airflow connections "
         f"add {conn_id} --conn-json '{example}'`, or AIRFLOW_CONN_{conn_id.upper()} in the environment "
         "(docs/deployment.md, section Connections)"
@@ -190,8 +191,8 @@ class AirflowApiClient:
             raise AirflowApiAuthError(
                 f"the Airflow API at {self._base_url} refused the login {self._login!r} of connection "
                 f"{self.conn_id!r} (HTTP {status} on POST {TOKEN_PATH}); check the connection's login and "
-                "password: a user of the Airflow auth manager that may read pools (SimpleAuthManager role "
-                f"{SIMPLE_AUTH_MANAGER_ROLE}, FAB role {FAB_ROLE})",
+                "password: a user of the Airflow auth manager that may read pools, DAG runs and approvals "
+                f"(SimpleAuthManager role {SIMPLE_AUTH_MANAGER_ROLE}, FAB role {FAB_ROLE})",
                 http_status=status,
             )
         if status in (404, 405):

@@ -343,7 +343,7 @@ def ensure_airflow_api_connection(
     conn_id: str = AIRFLOW_API_CONN_ID,
     session: Session | None = None,
 ) -> Change:
-    """Create or update the HTTP connection the pool check uses to read pools through the REST API."""
+    """Create or update the HTTP connection the DAGs read pools, runs and approvals through (REST API)."""
     if not password:
         raise BootstrapError(
             f"the Airflow API password is empty: set {AIRFLOW_API_PASSWORD_ENV} to the password of user "
@@ -355,7 +355,7 @@ def ensure_airflow_api_connection(
             db,
             conn_id,
             conn_type=RWS_CONN_TYPE,
-            description=f"Airflow REST API, read-only, for the DAGs' pool check ({MANAGED_BY})",
+            description=f"Airflow REST API, read-only: pools, runs, approvals ({MANAGED_BY})",
             host=target.host,
             port=target.port,
             schema=target.schema,
