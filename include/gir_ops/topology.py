@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from include.gir_ops.params import is_contact_center_id
-from include.gir_ops.shared import RWS_POOL_PREFIX
+from include.gir_ops.shared import CONTACT_CENTER_ID_FORMS, RWS_POOL_PREFIX
 
 DEFAULT_TOPOLOGY_PATH = Path(__file__).resolve().parent.parent / "config" / "topology.yaml"
 TOPOLOGY_ENV_VAR = "GIR_TOPOLOGY"
@@ -53,11 +53,11 @@ class TopologyError(ValueError):
 # --- field types -------------------------------------------------------------------------------------
 
 
-def _check_hex_id(value: str) -> str:
+def _check_contact_center_id(value: str) -> str:
     if not is_contact_center_id(value):
         raise ValueError(
-            f"contact center ID {value!r} is not hexadecimal (1-64 hex digits, nothing else); use the hex ID "
-            "that GET /api/v2/ops/contact-centers returns at the end of each URI"
+            f"contact center ID {value!r} is not {CONTACT_CENTER_ID_FORMS}; fix: use the ID that "
+            "GET /api/v2/ops/contact-centers returns at the end of each URI, or [] to discover them"
         )
     return value.lower()
 
@@ -141,7 +141,7 @@ def _check_site_name(value: str) -> str:
     return value
 
 
-HexId = Annotated[str, AfterValidator(_check_hex_id)]
+ContactCenterId = Annotated[str, AfterValidator(_check_contact_center_id)]
 Timezone = Annotated[str, AfterValidator(_check_timezone)]
 Cron = Annotated[str, AfterValidator(_check_cron)]
 StorageUrl = Annotated[str, AfterValidator(_check_storage_url)]
@@ -172,7 +172,7 @@ class RwsSettings(_Strict):
     """How to reach a DC's Interaction Recording Web Services ops API."""
 
     conn_id: str | None = Field(default=None, description="Airflow HTTP connection; default gir_rws_<site>")
-    contact_centers: list[HexId] = []
+    contact_centers: list[ContactCenterId] = []
     screen_recording: bool = False
 
 

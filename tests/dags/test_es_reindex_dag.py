@@ -35,7 +35,7 @@ from include.gir_sim.state import SimError
 pytestmark = pytest.mark.usefixtures("airflow_api")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CC_A, CC_B = "9a4c1e3f0b", "5d21f07c88"
+CC_A, CC_B = "625a5cf1-dea8-4e46-b18b-831d4b254488", "0c7e2b9d-4f13-4a8e-9b6d-2e5f8a1c3d70"
 HOUR_MS = 3_600_000
 KINDS = ("recordings", "screen-recordings")
 ONE_PAIR = {"contact_centers": [CC_A], "kinds": ["recordings"]}
@@ -474,7 +474,7 @@ def test_status_code_2_is_not_retried_and_names_the_window(
     assert send.rendered_map_index == f"{CC_A} recordings"  # the UI names the failed pair
     output = task_output()
     assert (
-        "RWS DC2 rejected forceIndex of recordings for contact center 9a4c1e3f0b, window 1/2 "
+        f"RWS DC2 rejected forceIndex of recordings for contact center {CC_A}, window 1/2 "
         "[2026-11-01T00:00Z, 2026-11-02T00:00Z) (from=1793491200000, to=1793577600000): HTTP 400, "
         "statusCode 2 = a parameter is not valid for the current state"
     ) in output
@@ -490,7 +490,7 @@ def test_connection_refused_is_retried_then_fails_clearly(
     assert send.try_number == 3  # Airflow retried twice after the client's own attempts
     output = task_output()
     assert len(re.findall(r"failed \(attempt [123]/4\)", output)) == 9  # 3 resends in each of 3 tries
-    assert "RWS DC2 could not be reached for forceIndex of recordings for contact center 9a4c1e3f0b" in output
+    assert f"RWS DC2 could not be reached for forceIndex of recordings for contact center {CC_A}" in output
     assert "connection refused or host unknown" in output
     assert "(gave up after 4 attempts)" in output
     gir.simulator.start_site("DC2")
@@ -505,7 +505,7 @@ def test_a_timeout_is_resent_and_the_range_completes(
     gir.fault("DC2", count=1, mode="delay", delay_ms=2500, method="POST")
     dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=TWO_DAYS)
     assert dag_run.state == "success"
-    assert "RWS DC2 did not answer forceIndex of recordings for contact center 9a4c1e3f0b" in task_output()
+    assert f"RWS DC2 did not answer forceIndex of recordings for contact center {CC_A}" in task_output()
     # The timed-out POST is still processed by RWS, 2.5 s after it arrived: wait for it to be recorded.
     deadline = time.monotonic() + 10
     while len(sent_windows(gir)) < 3 and time.monotonic() < deadline:
@@ -667,7 +667,7 @@ def test_an_unreachable_airflow_api_is_retried_by_airflow(
         (
             "manual",
             {"contact_centers": [f"{CC_A}\n"]},
-            "param 'contact_centers' must be a list of hexadecimal contact center IDs",
+            "param 'contact_centers' must be a list of contact center IDs, each a dashed UUID",
         ),
         (
             "backfill",
@@ -703,7 +703,7 @@ def test_a_400_day_range_for_3_contact_centers_and_both_kinds_completes(
     gir_factory: Any, load_dag: Any
 ) -> None:
     """2,400 windows in 6 mapped tasks (one per contact center and kind), far below max_map_length."""
-    three = [CC_A, CC_B, "77e0aa12bc"]
+    three = [CC_A, CC_B, "3b1d7f2e-8c4a-4e9f-a6b2-5d0c9e7f1a34"]
     gir = gir_factory(topology=topology_with(lambda dcs: dcs["DC2"]["rws"].update(contact_centers=three)))
     conf = {"from": "2025-10-01T00:00:00Z", "to": "2026-11-05T00:00:00Z"}  # 400 days
     dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=conf)

@@ -51,6 +51,51 @@ def test_default_topology_is_valid_and_describes_the_simulator() -> None:
     assert topology.site("DC3").rws_pool == "gir_rws_dc3"
 
 
+def test_the_example_topology_uses_dashed_uuid_contact_centers_as_real_rws_does() -> None:
+    topology = load_topology(DEFAULT_TOPOLOGY_PATH)
+    listed = [cc for dc in topology.data_centers for cc in dc.rws.contact_centers]
+    assert listed
+    assert all(
+        re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", cc) for cc in listed
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        ("625a5cf1-dea8-4e46-b18b-831d4b254488", "625a5cf1-dea8-4e46-b18b-831d4b254488"),
+        ("625A5CF1-DEA8-4E46-B18B-831D4B254488", "625a5cf1-dea8-4e46-b18b-831d4b254488"),
+        ("9A4C1E3F0B", "9a4c1e3f0b"),
+        ("f" * 64, "f" * 64),
+    ],
+)
+def test_contact_center_ids_in_either_form_are_accepted_and_kept_lowercase(written: str, kept: str) -> None:
+    """One real (UUID) ID used to break the parse of every DAG; both forms parse, in any case."""
+    topology = parse_topology(_with(("data_centers", 0, "rws", "contact_centers"), [written]), "t.yaml")
+    assert topology.site("DC1").rws.contact_centers == [kept]
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "625a5cf1-dea8-4e46-b18b-831d4b25448",
+        "625a5cf1dea8-4e46-b18b-831d4b254488",
+        "{625a5cf1-dea8-4e46-b18b-831d4b254488}",
+        "urn:uuid:625a5cf1-dea8-4e46-b18b-831d4b254488",
+        "f" * 65,
+        "../9a4c",
+    ],
+)
+def test_other_contact_center_id_forms_are_refused_showing_both_accepted_forms(written: str) -> None:
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(_with(("data_centers", 0, "rws", "contact_centers"), [written]), "bad.yaml")
+    message = str(caught.value)
+    assert f"data_centers[0].rws.contact_centers[0]: contact center ID {written!r} is not" in message
+    assert "a dashed UUID (8-4-4-4-12 hex digits, e.g. 625a5cf1-dea8-4e46-b18b-831d4b254488)" in message
+    assert "or plain hex (1-64 hex digits, e.g. 9a4c1e3f0b)" in message
+    assert "fix: use the ID that GET /api/v2/ops/contact-centers returns" in message
+
+
 def test_connection_ids_default_to_the_site_name() -> None:
     topology = parse_topology(_with(("primary_site",), "DC1"), "t.yaml")
     assert topology.site("DC2").rws_conn_id == "gir_rws_dc2"
@@ -82,8 +127,10 @@ def test_environment_references_are_expanded(monkeypatch: pytest.MonkeyPatch) ->
         (("primary_site",), "DC9", r"primary_site: 'DC9' is not among the sites \(DC1, DC2\)"),
         (
             ("data_centers", 0, "rws", "contact_centers"),
-            ["9a4c1e3f0b", "not-hex"],
-            r"data_centers\[0\]\.rws\.contact_centers\[1\]: contact center ID 'not-hex' is not hexadecimal",
+            ["625a5cf1-dea8-4e46-b18b-831d4b254488", "not-hex"],
+            r"data_centers\[0\]\.rws\.contact_centers\[1\]: contact center ID 'not-hex' is not a dashed UUID "
+            r"\(8-4-4-4-12 hex digits, e\.g\. 625a5cf1-dea8-4e46-b18b-831d4b254488\) or plain hex \(1-64 hex "
+            r"digits, e\.g\. 9a4c1e3f0b\); fix: use the ID that GET /api/v2/ops/contact-centers returns",
         ),
         (
             ("data_centers", 1, "timezone"),
