@@ -159,7 +159,8 @@ def test_one_dag_per_reindex_dc_with_a_data_interval_in_the_dcs_timezone(gir: An
     from include.gir_ops.bootstrap import pool_specs
 
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "gir_es_reindex.py"))
-    assert sorted(bag.dags) == ["gir_es_reindex_dc2", "gir_es_reindex_dc3"]  # DC1: reindex.enabled false
+    # Every DC has its DAG; DC1 (reindex.enabled false) an unscheduled one (see the tests below).
+    assert sorted(bag.dags) == ["gir_es_reindex_dc1", "gir_es_reindex_dc2", "gir_es_reindex_dc3"]
     pools = {spec.name for spec in pool_specs(gir.topology)}
     for site, cron, timezone in (("DC2", "0 2 * * *", "Europe/Paris"), ("DC3", "30 1 * * *", "Asia/Kolkata")):
         dag = load_dag(f"gir_es_reindex_{site.lower()}")
@@ -194,25 +195,91 @@ def test_one_dag_per_reindex_dc_with_a_data_interval_in_the_dcs_timezone(gir: An
         assert plan.downstream_task_ids == {"send"}
 
 
-def test_a_topology_where_no_dc_reindexes_defines_no_dag_and_says_so_once(
-    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_a_dc_without_reindex_enabled_gets_an_unscheduled_dag_for_manual_runs(
+    gir: Any, load_dag: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """No ``reindex`` section anywhere: the feature is not configured, which is not a parse error."""
+    """The guide wants the indexes up to date in every DC: the primary too has a DAG, without a schedule."""
+    from airflow.sdk.definitions.timetables.simple import NullTimetable
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    from include.gir_ops.bootstrap import pool_specs
+
+    with caplog.at_level(logging.WARNING):
+        dag = load_dag("gir_es_reindex_dc1")
+    assert not [r for r in caplog.records if "gir_es_reindex" in r.getMessage()]  # no "not configured"
+    assert isinstance(dag.timetable, NullTimetable)
+    assert dag.timetable.can_be_scheduled is False  # the scheduler never creates a run of it
+    assert coerce_to_core_timetable(dag.timetable).periodic is False  # so no backfill (see below)
+    assert "manual-only" in dag.tags
+    assert "manual runs only" in dag.description
+    assert "airflow backfill create` is refused for this DAG" in dag.doc_md
+    assert "ONE manual run with `from` and `to`" in dag.doc_md
+    dc1 = gir.topology.site("DC1")
+    assert dag.get_task("plan").pool == dc1.rws_pool
+    assert dc1.rws_pool in {spec.name for spec in pool_specs(gir.topology)}  # bootstrap creates it
+    assert set(dag.params) == {"from", "to", "contact_centers", "kinds", "purge_old"}
+
+
+def test_a_topology_where_no_dc_reindexes_still_defines_one_dag_per_dc(
+    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     document = topology_with(lambda dcs: [dc.pop("reindex", None) for dc in dcs.values()])
     path = tmp_path / "topology.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     monkeypatch.setenv("GIR_TOPOLOGY", str(path))
-    with caplog.at_level(logging.WARNING):
-        bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "gir_es_reindex.py"))
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "gir_es_reindex.py"))
     assert bag.import_errors == {}
-    assert bag.dags == {}
-    warnings = [record.getMessage() for record in caplog.records if "gir_es_reindex" in record.getMessage()]
-    assert warnings == [
-        "gir_es_reindex_<site> is not defined: the topology has no data center with reindex.enabled "
-        "(data_centers[].reindex); enable it for each DC that keeps its own Elasticsearch index"
-    ]
+    assert sorted(bag.dags) == ["gir_es_reindex_dc1", "gir_es_reindex_dc2", "gir_es_reindex_dc3"]
+    assert all(not dag.timetable.can_be_scheduled for dag in bag.dags.values())
+
+
+def test_the_unscheduled_dag_reindexes_a_manual_range_of_the_primary(gir: Any, load_dag: Any) -> None:
+    """The catch-up after an outage: one manual run with from/to, every contact center and kind of DC1."""
+    conf = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-04T00:00:00Z"}
+    dag_run = run(load_dag("gir_es_reindex_dc1"), logical_date=None, run_conf=conf)
+    assert dag_run.state == "success"
+    days = [utc(2026, 11, day) for day in (1, 2, 3, 4)]
+    assert windows_of(force_index_posts(gir, "DC1")) == Counter(
+        {
+            (cc, kind, to_ms(start), to_ms(end), False): 1
+            for cc in (CC_A, CC_B)
+            for kind in KINDS
+            for start, end in itertools.pairwise(days)
+        }
+    )
+    assert gir.requests("DC2") == [] and gir.requests("DC3") == []
+
+
+def test_the_unscheduled_dag_without_from_to_reindexes_the_cron_period_before_its_logical_date(
+    gir: Any, load_dag: Any
+) -> None:
+    """The cron interval logic stays available: reindex.schedule (0 2 * * * UTC for DC1) gives the period."""
+    dag_run = run(load_dag("gir_es_reindex_dc1"), logical_date=utc(2026, 11, 20), run_conf=ONE_PAIR)
+    assert dag_run.state == "success"
+    start, end = utc(2026, 11, 18, 2), utc(2026, 11, 19, 2)
+    assert windows_of(force_index_posts(gir, "DC1")) == Counter(
+        {(CC_A, "recordings", to_ms(start), to_ms(end), False): 1}
+    )
+
+
+def test_airflow_refuses_to_backfill_the_unscheduled_dag_and_says_why(gir: Any, load_dag: Any) -> None:
+    """Checked against Airflow 3.3's own backfill code: a DAG without a schedule has no intervals."""
+    from airflow.models.backfill import DagNonPeriodicScheduleException, _create_backfill
+
+    dag_run = run(load_dag("gir_es_reindex_dc1"), logical_date=utc(2026, 11, 20), run_conf=ONE_PAIR)
+    assert dag_run.state == "success"  # dag.test() wrote the serialized DAG the backfill code reads
+    with pytest.raises(DagNonPeriodicScheduleException, match="non-periodic schedule"):
+        _create_backfill(
+            dag_id="gir_es_reindex_dc1",
+            from_date=utc(2026, 11, 1),
+            to_date=utc(2026, 11, 4),
+            max_active_runs=1,
+            reverse=False,
+            dag_run_conf=None,
+            triggering_user_name="test",
+        )
 
 
 def test_a_topology_that_reads_a_connection_variable_fails_parsing_without_leaking_it(
