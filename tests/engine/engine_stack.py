@@ -130,6 +130,8 @@ TOPOLOGY_OVERRIDES: dict[str, Any] = {
         # 2028-02-29 and its interval only ends in 2032. Shipping runs are triggered by the tests.
         "schedule": "0 0 29 2 *",
         "poll_seconds": 2,
+        # The engine's shipping tests write and wait for this marker (the topology's default is none).
+        "ready_marker": "_BACKUP_COMPLETE",
         "quiet_minutes": 0.05,
         "wait_timeout_minutes": 10,
     },

@@ -456,3 +456,64 @@ def test_credentials_from_a_gir_variable_are_refused_too(monkeypatch: pytest.Mon
 )
 def test_urls_without_credentials_stay_accepted(url: str) -> None:
     assert parse_topology(_with(("shipping", "destination"), url), "t.yaml").shipping.destination == url
+
+
+# --- shipping.mode and the ready marker ----------------------------------------------------------------
+
+
+def test_the_ready_marker_is_off_and_copy_is_the_mode_by_default() -> None:
+    """SpeechMiner writes no completion marker: the example topology and the model both leave it off."""
+    assert load_topology(DEFAULT_TOPOLOGY_PATH).shipping.ready_marker is None
+    shipping = parse_topology(_with(("primary_site",), "DC1"), "t.yaml").shipping
+    assert (shipping.ready_marker, shipping.mode) == (None, "copy")
+
+
+def _in_place(**shipping: object) -> str:
+    document = yaml.safe_load(_with(("shipping", "mode"), "verify-in-place"))
+    del document["data_centers"][0]["speechminer"]  # SpeechMiner writes to the backup DC directly
+    document["shipping"].update(shipping)
+    return yaml.safe_dump(document)
+
+
+def test_verify_in_place_needs_no_source_folder_and_keeps_manifests_beside_the_backups() -> None:
+    shipping = parse_topology(_in_place(), "t.yaml").shipping
+    assert shipping.mode == "verify-in-place"
+    assert shipping.manifest_root == "file:///tmp/replica.gir-manifests"
+    explicit = parse_topology(_in_place(manifest_store="file:///srv/gir/manifests"), "t.yaml").shipping
+    assert explicit.manifest_root == "file:///srv/gir/manifests"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            _with(("shipping", "mode"), "rsync"),
+            r"shipping\.mode: Input should be 'copy' or 'verify-in-place'; fix: use one of the values named",
+        ),
+        (
+            _in_place(manifest_store="file:///tmp/replica/manifests"),
+            r"shipping\.manifest_store: 'file:///tmp/replica/manifests' is inside shipping\.destination, the "
+            r"folder SpeechMiner writes its backups to",
+        ),
+        (
+            _with(("shipping", "manifest_store"), "file:///srv/m"),
+            r"shipping\.manifest_store: is only used with shipping\.mode 'verify-in-place'",
+        ),
+        (
+            _with(("shipping", "mode"), "verify-in-place"),  # DC1 still names another index_backup
+            r"data_centers\[0\]\.speechminer\.index_backup: 'file:///tmp/backup' differs from "
+            r"shipping\.destination 'file:///tmp/replica': in verify-in-place mode SpeechMiner writes",
+        ),
+    ],
+)
+def test_bad_shipping_mode_settings_name_the_key_and_the_fix(text: str, expected: str) -> None:
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(text, "bad.yaml")
+    assert re.search(expected, str(caught.value)), str(caught.value)
+
+
+def test_copy_mode_still_needs_the_primarys_backup_folder() -> None:
+    document = yaml.safe_load(_with(("primary_site",), "DC1"))
+    del document["data_centers"][0]["speechminer"]
+    with pytest.raises(TopologyError, match=r"or set shipping\.mode: verify-in-place"):
+        parse_topology(yaml.safe_dump(document), "bad.yaml")
