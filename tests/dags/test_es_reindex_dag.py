@@ -323,6 +323,10 @@ def test_the_default_params_are_valid_for_scheduled_runs(gir: Any, load_dag: Any
         ({"contact_centers": ["9a4c-1e3f"]}, "'9a4c-1e3f' does not match"),
         ({"contact_centers": ["../9a4c"]}, "'../9a4c' does not match"),
         ({"contact_centers": ["f" * 65]}, f"'{'f' * 65}' does not match"),
+        # A UUID must be exactly 8-4-4-4-12: a short group, braces or a urn: prefix are refused.
+        ({"contact_centers": [CC_A[:-1]]}, f"'{CC_A[:-1]}' does not match"),
+        ({"contact_centers": [f"{{{CC_A}}}"]}, f"'{{{CC_A}}}' does not match"),
+        ({"contact_centers": [f"urn:uuid:{CC_A}"]}, f"'urn:uuid:{CC_A}' does not match"),
         ({"from": "2026-11-20T00:00:00"}, "'2026-11-20T00:00:00' does not match"),
         ({"to": "yesterday"}, "'yesterday' does not match"),
         ({"purge_old": "yes"}, "'yes' is not of type 'boolean'"),
@@ -340,6 +344,27 @@ def test_the_params_schema_rejects_bad_values_when_the_run_is_created(
     with pytest.raises(ParamValidationError) as caught:
         scheduler_dag.params.deep_merge(conf).validate()
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("contact_center", [CC_A, CC_A.upper(), "9a4c1e3f0b", "9A4C1E3F0B"])
+def test_the_params_schema_accepts_both_id_forms_in_any_case(
+    gir: Any, load_dag: Any, contact_center: str
+) -> None:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = load_dag("gir_es_reindex_dc2")
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    validated = scheduler_dag.params.deep_merge({"contact_centers": [contact_center]}).validate()
+    assert validated["contact_centers"] == [contact_center]
+
+
+def test_a_manual_run_with_an_upper_case_uuid_sends_it_lower_case(gir: Any, load_dag: Any) -> None:
+    """The operator pastes the ID as some tool prints it: the run re-indexes that contact center."""
+    conf = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z", "contact_centers": [CC_B.upper()]}
+    conf["kinds"] = ["recordings"]
+    dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=conf)
+    assert dag_run.state == "success"
+    assert [p["cc"] for p in force_index_posts(gir, "DC2")] == [CC_B]
 
 
 def test_a_run_with_an_unknown_kind_is_never_created(gir: Any, load_dag: Any) -> None:
