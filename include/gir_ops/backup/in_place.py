@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from include.gir_ops.backup.errors import BackupError, BackupStale, Problem, name_problems
+from include.gir_ops.backup.errors import BackupError, BackupStale, Problem, SourceChanged, name_problems
 from include.gir_ops.backup.links import lexists, refuse_link
 from include.gir_ops.backup.manifest import (
     PublishedManifest,
@@ -133,6 +133,12 @@ def record_backup(
             "Index) and the backup DC's share"
         )
     entries = build_manifest(folder, chunk_size=chunk_size)
+    if scan_backup(folder, reserved=()) != files:
+        # Written to while we hashed it: recording now would record a half-written backup as complete.
+        raise SourceChanged(
+            f"{folder} changed while it was being hashed (files, sizes or mtimes moved): SpeechMiner is "
+            "still writing this backup; nothing is recorded, the retry hashes it again"
+        )
     recorded_at = time.time() if now is None else now
     document = manifest_document(
         backup_name=backup_name,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from include.gir_ops.backup.errors import BackupStale
+from include.gir_ops.backup.errors import BackupStale, SourceChanged
 from include.gir_ops.backup.in_place import (
     BackupChanged,
     in_place_freshness,
@@ -244,3 +244,24 @@ def test_a_changed_backup_stays_out_of_freshness_until_it_verifies_again_or_is_r
     verify_in_place(route, "index-2026-11-02", now=NOW)
     assert not marker.exists()
     assert in_place_freshness(route, now=NOW)["backup_name"] == "index-2026-11-02"
+
+
+def test_a_backup_written_to_while_it_is_hashed_is_not_recorded_and_the_task_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from include.gir_ops.backup import in_place
+
+    route = in_place_route(tmp_path)
+    folder = arrive(tmp_path, "index-2026-11-01", sample_files())
+    original = in_place.build_manifest
+
+    def hash_while_speechminer_writes(*args: Any, **kwargs: Any) -> Any:
+        entries = original(*args, **kwargs)
+        (folder / "segments/shard-1/seg-00002.dat").write_bytes(b"late segment")
+        return entries
+
+    monkeypatch.setattr(in_place, "build_manifest", hash_while_speechminer_writes)
+    with pytest.raises(SourceChanged, match="changed while it was being hashed") as caught:
+        verify_in_place_task(route, "index-2026-11-01", now=NOW)
+    assert caught.value.retryable is True  # fail_without_retry lets Airflow retry it
+    assert not (tmp_path / "dc2" / "index-backup.gir-manifests" / "index-2026-11-01.json").exists()
