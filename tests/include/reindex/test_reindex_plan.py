@@ -295,3 +295,39 @@ def test_a_zero_width_interval_points_at_the_timetable() -> None:
             discover_contact_centers=Discovery([]),
             now=NOW,
         )
+
+
+# --- a DC without reindex.enabled: an unscheduled DAG ------------------------------------------------
+
+
+def unscheduled(moment: datetime | None, **params: Any) -> Any:
+    """DC1 (reindex.enabled false): Airflow's NullTimetable gives a zero-width interval at the run's date."""
+    return plan_reindex(
+        dc("DC1"),
+        run_type="manual",
+        data_interval_start=moment,
+        data_interval_end=moment,
+        params=params,
+        discover_contact_centers=Discovery([]),
+        now=NOW,
+    )
+
+
+def test_an_unscheduled_run_without_from_to_takes_the_cron_period_before_its_logical_date() -> None:
+    pairs = unscheduled(utc(2026, 11, 20, 12))  # reindex.schedule 0 2 * * * in UTC for DC1
+    assert {(p.start_ms, p.end_ms) for p in pairs} == {
+        (to_ms(utc(2026, 11, 19, 2)), to_ms(utc(2026, 11, 20, 2)))
+    }
+
+
+def test_an_unscheduled_run_without_a_logical_date_takes_the_last_period_before_now() -> None:
+    pairs = unscheduled(None)  # NOW is 2026-11-26T02:30Z
+    assert {(p.start_ms, p.end_ms) for p in pairs} == {
+        (to_ms(utc(2026, 11, 25, 2)), to_ms(utc(2026, 11, 26, 2)))
+    }
+
+
+def test_an_unscheduled_run_with_from_to_reindexes_that_range() -> None:
+    pairs = unscheduled(utc(2026, 11, 20), **{"from": "2026-11-01T00:00:00Z", "to": "2026-11-04T00:00:00Z"})
+    assert {(p.start_ms, p.end_ms) for p in pairs} == {(to_ms(utc(2026, 11, 1)), to_ms(utc(2026, 11, 4)))}
+    assert len(pairs[0].windows()) == 3
