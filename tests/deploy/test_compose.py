@@ -399,6 +399,34 @@ def test_long_running_services_have_healthchecks_that_match_the_pinned_airflow(c
         assert re.search(r'"(celery@)?\$\{HOSTNAME\}"', _healthcheck_text(resolved["services"][name])), name
 
 
+def test_jwt_secret_and_issuer_are_what_airflow_signs_and_checks_task_tokens_with(compose, monkeypatch):
+    """With the compose file's settings, a task token the scheduler's executor signs is accepted by the
+    API server's execution API; one signed with another secret (a component not restarted after a change)
+    or by another issuer is refused. Airflow's own generator and validator, configured from the env."""
+    import jwt
+    from airflow.api_fastapi.execution_api.app import _jwt_generator, _jwt_validator
+
+    env = filled_env()
+    common = interpolate(_env(_service(compose, "airflow-scheduler")), env)
+
+    def token_with(secret: str, issuer: str) -> str:
+        monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", secret)
+        monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_ISSUER", issuer)
+        return _jwt_generator().generate({"sub": "task-instance-uuid"})
+
+    def validate(token: str) -> dict[str, Any]:
+        monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", common["AIRFLOW__API_AUTH__JWT_SECRET"])
+        monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_ISSUER", common["AIRFLOW__API_AUTH__JWT_ISSUER"])
+        return _jwt_validator().validated_claims(token)
+
+    secret, issuer = common["AIRFLOW__API_AUTH__JWT_SECRET"], common["AIRFLOW__API_AUTH__JWT_ISSUER"]
+    assert validate(token_with(secret, issuer))["iss"] == "gir-ops-airflow"
+    with pytest.raises(jwt.InvalidSignatureError):
+        validate(token_with(secrets.token_urlsafe(48), issuer))
+    with pytest.raises(jwt.InvalidIssuerError):
+        validate(token_with(secret, "another-airflow"))
+
+
 def test_worker_healthcheck_celery_app_imports_in_the_pinned_environment(compose):
     """The module the worker's healthcheck names is the one `airflow celery worker` and the scheduler's
     CeleryExecutor import: if it does not import with the pinned packages, no Celery component starts."""
