@@ -12,6 +12,7 @@ commands and SQL used are the same in both.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -82,6 +83,12 @@ class Metadata:
         return self.pg("psql", "-d", database, "-At", "-c", query).stdout.strip()
 
 
+def _stop(server) -> None:
+    """Stop an embedded server now, and drop its exit hook (it would log after pytest closed the streams)."""
+    server.cleanup()
+    atexit.unregister(server._cleanup)
+
+
 @pytest.fixture(scope="module")
 def metadata() -> Iterator[Metadata]:
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
@@ -108,7 +115,7 @@ def metadata() -> Iterator[Metadata]:
         meta.airflow("pools", "set", POOL, "1", "Concurrent forceIndex POSTs to the RWS of DC2")
         yield meta
     finally:
-        server.cleanup()
+        _stop(server)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -305,7 +312,7 @@ def test_streaming_standby_and_promotion_as_documented():
             "the row on the standby",
         )
         # DC1 is lost: fence the primary (stopped), promote the standby.
-        primary.cleanup()
+        _stop(primary)
         assert sql(standby_socket, "SELECT pg_promote(wait => true)") == "t"
         assert sql(standby_socket, "SELECT pg_is_in_recovery()") == "f"
         sql(standby_socket, "INSERT INTO failover_probe VALUES (3, 'written after the promotion')")
@@ -316,5 +323,5 @@ def test_streaming_standby_and_promotion_as_documented():
         if standby_started:
             stop = _as_server_user(primary, [*pg_ctl, "-w", "stop"])
             subprocess.run(stop, capture_output=True, timeout=120, check=False)
-        primary.cleanup()
+        _stop(primary)
         shutil.rmtree(root, ignore_errors=True)
