@@ -74,8 +74,8 @@ def doc_md(dc: DataCenter) -> str:
         schedule = f"""- **Schedule**: none, **backfill and manual only**: `reindex.enabled` is false for
   {dc.site} (it indexes as it goes), so the scheduler never starts a run, even unpaused (unpause it: the
   runs of a paused DAG, backfill or manual, do not start). Run it to catch up after an outage in which
-  recordings were indexed in another DC. Backfill runs, and a run without `from`/`to`, re-index periods of `{dc.reindex.schedule}`
-  ({dc.timezone}), the intervals a scheduled DAG would have."""
+  recordings were indexed in another DC. Backfill runs, and a run without `from`/`to`, re-index periods
+  of `{dc.reindex.schedule}` ({dc.timezone}), the intervals a scheduled DAG would have."""
         several_days = f"""- Several days: *Trigger* → *Backfill*, or `airflow backfill create --dag-id
   {dag_id} --from-date 2026-11-01 --to-date 2026-11-04`: one run per period of
   `{dc.reindex.schedule}`, in the pool; or ONE manual run with `from` and `to` (cut into windows of at
