@@ -308,6 +308,22 @@ def test_airflow_backfills_the_unscheduled_dag_with_its_cron_intervals_and_the_u
     assert details["timetable_description"].startswith("Backfill and manual only: the scheduler never")
     assert details["next_dagrun_run_after"] is None  # nothing planned: the scheduler never starts a run
 
+    # The scheduler's own query for DAGs to create runs of (dag.test() synced every DAG of the folder, as
+    # the dag-processor does): unpaused, DC2's scheduled DAG is due, DC1's never.
+    from airflow.models.dag import DagModel
+
+    with create_session() as session:
+        reindex_dags = session.query(DagModel).filter(DagModel.dag_id.like("gir_es_reindex_%")).all()
+        for dag_model in reindex_dags:
+            dag_model.is_paused = False
+        session.flush()
+        due, _ = DagModel.dags_needing_dagruns(session)
+        due_ids = {dag_model.dag_id for dag_model in due}
+        for dag_model in reindex_dags:
+            dag_model.is_paused = True
+    assert "gir_es_reindex_dc2" in due_ids
+    assert "gir_es_reindex_dc1" not in due_ids
+
 
 def test_a_topology_that_reads_a_connection_variable_fails_parsing_without_leaking_it(
     airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
