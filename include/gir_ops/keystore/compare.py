@@ -33,7 +33,7 @@ def _short(sha256: str | None) -> str:
     return f"{sha256[:FINGERPRINT_PREFIX_HEX]}…" if sha256 else "?"
 
 
-def _alias_diff(reference: KeystoreReading, reading: KeystoreReading) -> list[str]:
+def alias_diff(reference: KeystoreReading, reading: KeystoreReading) -> list[str]:
     ref = {c.alias: c for c in reference.certificates}
     here = {c.alias: c for c in reading.certificates}
     parts = []
@@ -71,7 +71,7 @@ def _drift_detail(reference: KeystoreReading, reading: KeystoreReading) -> str:
         f"sha256 {_short(reading.sha256)} vs {_short(reference.sha256)})"
     ]
     if reading.opened and reference.opened:
-        entries = _alias_diff(reference, reading)
+        entries = alias_diff(reference, reading)
         parts += entries or [
             "same aliases, certificates and private keys (keystore re-exported rather than copied?)"
         ]
