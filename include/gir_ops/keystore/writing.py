@@ -2,7 +2,7 @@
 
 On a local store (``file://``, an NFS/SMB mount): the new bytes go to a temp file beside the keystore
 (same folder, so the rename is atomic), are fsynced; the previous keystore is kept as
-``<name>.bak-<UTC timestamp>`` (a hard link: the very same file, no copy to go wrong); just before the
+``<name>.bak-<UTC timestamp>`` (a verified, fsynced copy); just before the
 rename the keystore is hashed again and must still be what pre-flight saw (else it is refused, never
 overwritten); ``os.replace`` swaps it in, the folder is fsynced, and the result is read back and its
 SHA-256 compared. Any failure before the rename removes the temp file and leaves the keystore as it was.
@@ -201,7 +201,7 @@ def _replace_local(
         finally:
             os.close(fd)
         if current is not None:
-            result.backup = _keep_previous(path, target, now)
+            result.backup = _keep_previous(path, target, expected, now)
         change = _changed(expected, _sha256_local(target))  # again, right before the swap
         if change:
             raise TargetRefused(REFUSED, change)
@@ -214,27 +214,30 @@ def _replace_local(
     _read_back(result, _sha256_local(target), sha256, CREATED if current is None else REPLACED)
 
 
-def _keep_previous(path: ObjectStoragePath, target: str, now: datetime) -> str:
-    """``<name>.bak-<stamp>`` beside it: a hard link to the previous keystore (a copy where links fail)."""
+def _keep_previous(path: ObjectStoragePath, target: str, expected: str | None, now: datetime) -> str:
+    """``<name>.bak-<stamp>`` beside it: a copy of the previous keystore, fsynced, verified to be the file
+    pre-flight saw (a copy, not a hard link: a later in-place write such as ``cp`` must not change it)."""
     base = f"{target}{BACKUP_INFIX}{backup_stamp(now)}"
     backup, number = base, 1
     while os.path.lexists(backup):
         number += 1
         backup = f"{base}-{number}"
     _refuse_link(path.parent / os.path.basename(backup), "the backup file")
+    with open(target, "rb") as source:
+        previous = source.read()
+    change = _changed(expected, hashlib.sha256(previous).hexdigest())
+    if change:
+        raise TargetRefused(REFUSED, change)
+    fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.link(target, backup, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-            raise
-        with open(target, "rb") as source:
-            previous = source.read()
-        fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             write_all(fd, previous)
             os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        os.unlink(backup)
+        raise
     return f"file://{backup}"
 
 
