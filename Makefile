@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean venv demo-drift demo-restore browser-deps jdk-deps
+.PHONY: run test lint format bench clean venv demo-drift demo-missing demo-replicate demo-restore browser-deps jdk-deps
 
 venv: $(STAMP)
 
@@ -22,6 +22,14 @@ run: $(STAMP)
 INSTANCE ?= rcs-dc2-a
 demo-drift: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py drift $(INSTANCE)
+
+## Demo: remove one RCS keystore (MISSING=rcs-dc3-a); then replicate (admin triggers, approver approves).
+MISSING ?= rcs-dc3-a
+demo-missing: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py remove-keystore $(MISSING)
+
+demo-replicate: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py replicate
 
 demo-restore: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py restore-keystores
