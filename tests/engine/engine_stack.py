@@ -144,6 +144,14 @@ TOPOLOGY_OVERRIDES: dict[str, Any] = {
         "dr_monitoring_delay_seconds": 2,
         "verify_margin_seconds": 20,
     },
+    "keystore_replication": {
+        # As for the failover: admin may answer, so the DAG's two-person rule is what refuses a self-approval.
+        "approvers": [
+            {"id": "approver", "name": "On-call approver"},
+            {"id": "admin", "name": "Admin"},
+        ],
+        "response_timeout_minutes": 10,
+    },
 }
 
 
