@@ -50,6 +50,8 @@ instances to restart). Full procedure: docs/gir_rcs_keystore_replicate.md.
     start_date=shared.DAG_START_DATE,
     max_active_runs=1,
     catchup=False,
+    # Manual runs only, each guarded by pre-flight and a second person's approval: paused is only a trap.
+    is_paused_upon_creation=False,
     tags=["gir", "rcs", "keystore", "hitl"],
     default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(seconds=15)},
     params=spec.replicate_params(TOPOLOGY),
