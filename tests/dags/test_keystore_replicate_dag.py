@@ -387,3 +387,35 @@ def test_an_unreadable_reference_is_refused_before_anyone_is_asked(
     (record,) = audits(gir)
     assert record["outcome"] == "preflight-failed"
     assert "the reference rcs-dc1-a is unreadable (truncated" in record["detail"]
+
+
+def test_a_forged_preflight_record_cannot_redirect_the_write(
+    gir: SimulatedGir, dags: dict[str, Any], api: Any, tmp_path: Path
+) -> None:
+    """Anyone who may edit a run can rewrite its XComs through the REST API: where to write comes from the
+    topology, so a pre-flight record pointing a target elsewhere writes nothing there."""
+    run_check(dags)
+    paths = keystore_paths(gir.topology)
+    reference = paths["rcs-dc1-a"].read_bytes()
+    elsewhere = tmp_path / "elsewhere" / "keystore.p12"
+    elsewhere.parent.mkdir()
+
+    def human(run: Run) -> None:
+        run.wait_for_approval_request()
+        run_id = run.dag_run().run_id
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{spec.PREFLIGHT}/xcomEntries/record"
+        record = api.get(path, headers=bearer("oncall")).json()["value"]
+        record = json.loads(record) if isinstance(record, str) else record
+        for target in record["targets"]:
+            target["url"] = f"file://{elsewhere}"
+        record["reference"]["url"] = f"file://{elsewhere}"
+        forged = api.patch(path, json={"value": record, "map_index": -1}, headers=bearer("oncall"))
+        assert forged.status_code == 200, forged.text
+        response = run.respond(api, "second", "Approve")
+        assert response.status_code == 200, response.text
+
+    dag_run = Run(dags[DAG_ID], {"reason": REASON}).run(human)
+
+    assert str(dag_run.state) == "success", states(dag_run)
+    assert not elsewhere.exists(), "nothing written where the forged record pointed"
+    assert paths["rcs-dc2-a"].read_bytes() == paths["rcs-dc3-a"].read_bytes() == reference

@@ -519,8 +519,22 @@ def run_replicate(context: Mapping[str, Any], *, opener: Any = open_keystore) ->
             raise ReplicationRefused(
                 approvals.NOT_AUTHORIZED, "no pre-flight plan on record; nothing was written"
             )
+        # Where to read and write comes from the topology, never from XCom (writable through the REST
+        # API): only the instance names (which the approver saw in the subject) and the digests pre-flight
+        # saw are taken from pre-flight's record.
+        urls = {t.instance: t.url for t in targets_from_topology(topology)}
         ref = plan["reference"]
-        data = _read_bytes(ref["url"], opener)
+        reference = topology.keystore_reference
+        unknown = [
+            t["instance"] for t in plan["targets"] if t["instance"] not in urls or t["instance"] == reference
+        ]
+        if reference is None or unknown:
+            raise ReplicationRefused(
+                approvals.NOT_AUTHORIZED,
+                f"pre-flight's record names {unknown or 'no reference'}, not RCS targets of the topology; "
+                "nothing was written",
+            )
+        data = _read_bytes(urls[reference], opener)
         sha = hashlib.sha256(data).hexdigest()
         record["authorization"] = authorize_run(context, topology, plan, sha)
         if sha != ref["sha256"]:
@@ -539,7 +553,7 @@ def run_replicate(context: Mapping[str, Any], *, opener: Any = open_keystore) ->
         for target in plan["targets"]:
             result = replace_keystore(
                 target["instance"],
-                target["url"],
+                urls[target["instance"]],
                 data,
                 sha256=sha,
                 expected_sha256=target["sha256_before"],
