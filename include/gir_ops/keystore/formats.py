@@ -21,7 +21,7 @@ from include.gir_ops.keystore.java_keystores import (
     JavaKeystoreError,
     parse_java_keystore,
 )
-from include.gir_ops.keystore.key_bags import private_key_owners
+from include.gir_ops.keystore.key_bags import pkcs12_key_bags, private_key_owners
 from include.gir_ops.keystore.model import CertificateInfo
 from include.gir_ops.shared import iso_utc
 
@@ -197,4 +197,7 @@ def open_pkcs12(
     certificates += [
         CertificateInfo(unique(alias), True, "-", "-", "none", 0, PRIVATE_KEY, "-") for alias in key_only
     ]
+    secrets: list[str] = []
+    pkcs12_key_bags(data, secrets)
+    certificates += [secret_key_info(unique(alias)) for alias in secrets]
     return certificates, None

@@ -1,8 +1,9 @@
 """Keystores as Java writes them: made at test time by the JDK's ``keytool`` (and ``openssl pkcs12``).
 
 Each store has a valid private key (RSA), one expiring soon (EC), one expired (``-startdate`` in the past,
-kept for old recordings) and a trusted certificate; the JCEKS store also a secret key (AES). The JDK is a
-test dependency (``make jdk-deps`` installs it); without ``keytool`` these tests fail, never skip.
+kept for old recordings) and a trusted certificate; the JCEKS and PKCS12 stores also a secret key (AES).
+The JDK is a test dependency (``make jdk-deps`` installs it); without ``keytool`` these tests fail, never
+skip.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def make_keystore(path: Path, fmt: str, password: str = STORE_PASSWORD, *, secre
     keytool("-importcert", "-noprompt", *store, "-alias", TRUSTED_ALIAS, "-file", str(exported))
     exported.unlink()
     side.unlink()
-    if fmt == "JCEKS" and secret_key:
+    if fmt in ("JCEKS", "PKCS12") and secret_key:  # JKS cannot hold secret keys
         keytool("-genseckey", *store, *key, "-alias", SECRET_ALIAS, "-keyalg", "AES", "-keysize", "128")
     return path
 

@@ -68,7 +68,7 @@ def test_check_reports_what_keytool_lists(fmt: str, stores: dict[str, Path], top
     seen = {c["alias"]: c for c in reference["certificates"]}
     assert set(seen) == set(listed)
     expected_aliases = {VALID_ALIAS, EXPIRING_ALIAS, EXPIRED_ALIAS, TRUSTED_ALIAS}
-    assert set(seen) == expected_aliases | ({SECRET_ALIAS} if fmt == "JCEKS" else set())
+    assert set(seen) == expected_aliases | ({SECRET_ALIAS} if fmt in ("JCEKS", "PKCS12") else set())
     for alias, entry in listed.items():
         mine = seen[alias]
         assert mine["entry_type"] == entry.entry_type, alias
@@ -181,3 +181,23 @@ def test_reader_never_keeps_key_bytes_and_checks_the_published_digest(stores: di
     )
     assert error is None
     assert [c.alias for c in certificates] == sorted(c.alias for c in certificates)
+
+
+def test_a_key_entrys_certificate_also_stored_as_trusted_is_listed_as_keytool_lists_it(
+    tmp_path: Path,
+) -> None:
+    """The same certificate under a private key alias and again as a trusted certificate (PKCS12)."""
+    from include.gir_ops.keystore.formats import open_pkcs12
+    from tests.include.keystore.keytool_support import keytool
+
+    store = tmp_path / "same.p12"
+    args = ["-keystore", str(store), "-storetype", "PKCS12", "-storepass", STORE_PASSWORD]
+    keytool("-genkeypair", *args, "-alias", "key", "-keyalg", "EC", "-dname", "CN=same", "-validity", "30")
+    keytool("-exportcert", *args, "-alias", "key", "-file", str(tmp_path / "same.der"))
+    keytool("-importcert", "-noprompt", *args, "-alias", "trusted", "-file", str(tmp_path / "same.der"))
+    certificates, error = open_pkcs12(
+        store.read_bytes(), STORE_PASSWORD, CONN, now=datetime.now(UTC), expiry_warning_days=5
+    )
+    assert error is None
+    listed = keytool_list(store, "PKCS12")
+    assert {c.alias: c.entry_type for c in certificates} == {a: e.entry_type for a, e in listed.items()}
