@@ -61,6 +61,7 @@ EXPECTED_DAG_IDS = (
     "gir_es_reindex_dc3",
     "gir_eservices_failover",
     "gir_rcs_keystore_check",
+    "gir_rcs_keystore_replicate",
     "gir_speechminer_backup_ship",
 )
 TERMINAL_RUN_STATES = ("success", "failed")
