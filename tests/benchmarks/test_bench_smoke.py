@@ -38,21 +38,37 @@ def test_parse_cost_smoke() -> None:
 
 
 def test_shipping_smoke(tmp_path: Path) -> None:
+    import shutil
+
     from benchmarks import shipping
 
     rows = shipping.run(quick=True, workdir=tmp_path)
-    throughput, rss, hashing = rows
-    for row in rows:
+    by_peer = {row.details["peer"]: row for row in rows if "peer" in row.details}
+    large = shipping.QUICK_SIZES["large"]
+    if shutil.which("rclone"):
+        assert set(by_peer) == {"rclone-check", "rclone-download", "cp-sync"}
+        judged = [by_peer[mode] for mode in ("rclone-check", "rclone-download") if not by_peer[mode].info]
+        assert len(judged) == 1 and judged[0].target == "<= 1.0", "exactly the faster rclone mode is judged"
+    else:
+        assert set(by_peer) == {"cp-sync"}
+        (missing,) = [row for row in rows if row.details.get("rclone", "x") is None]
+        assert "apt-get install rclone" in missing.figures
+    for row in by_peer.values():
         _has_ratio(row)
-    assert hashing.info and hashing.details["hashlib"] > 0 and hashing.details["sha256sum"] > 0
-    _small, large = shipping.QUICK_SIZES
-    assert large == 2 * 1024 * 1024
-    # Every run of ours really shipped the whole backup: all files (plus the ready marker) and bytes.
-    assert throughput.details["shipped_bytes"] == [large]
-    assert throughput.details["shipped_files"] == [shipping.QUICK_FILES + 1]
-    assert len(throughput.details["shell_seconds"]) == 1
-    assert rss.details["small_shipped_files"] == shipping.QUICK_FILES + 1
-    assert rss.details["rss_peak_small_bytes"] > 0
+        # Every run of ours really shipped the whole backup: all files (plus the ready marker) and bytes.
+        assert row.details["shipped_bytes"] == [large]
+        assert row.details["shipped_files"] == [shipping.QUICK_FILES + 1]
+        assert len(row.details["peer_seconds"]) == 1
+    (profile,) = [row for row in rows if row.name.startswith("shipping profile")]
+    assert profile.info and profile.details["hash_bytes_per_second"] > 0
+    assert profile.details["phases"]["copy_seconds"] > 0
+    rss = [row for row in rows if row.name.startswith("shipping peak RSS")]
+    assert [row.details["size"] for row in rss] == [large, shipping.QUICK_SIZES["huge"]]
+    assert all(row.details["small_shipped_files"] == shipping.QUICK_FILES + 1 for row in rss)
+    rate, cpu = [row for row in rows if row.name.startswith("shipping bandwidth cap")]
+    _has_ratio(rate)
+    _has_ratio(cpu)
+    assert rate.details["cap_bytes_per_second"] == shipping.QUICK_CAP_MBPS * 1e6 / 8
     assert list(tmp_path.iterdir()) == [], "the benchmark must delete its temp data"
 
 
