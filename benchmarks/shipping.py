@@ -316,7 +316,8 @@ def _describe(side: str, side_runs: list[dict[str, Any]], size: int) -> str:
     mean = _mean(wall)
     listed = ", ".join(seconds(value) for value in wall)
     cpu = _mean([r["cpu_seconds"] for r in side_runs])
-    return f"{SIDE_NAMES[side]} {listed} (mean {seconds(mean)}, {size / 1e6 / mean:.0f} MB/s, CPU {seconds(cpu)})"
+    rate = size / 1e6 / mean
+    return f"{SIDE_NAMES[side]} {listed} (mean {seconds(mean)}, {rate:.0f} MB/s, CPU {seconds(cpu)})"
 
 
 def _comparison_rows(
@@ -350,7 +351,9 @@ def _comparison_rows(
                     target=f"<= {RCLONE_TARGET}" if judged else "-",
                     passed=at_most(ratio, RCLONE_TARGET) if judged else None,
                     info=not judged,
-                    figures=f"{_describe('ours', ours, size)} vs {_describe(side, runs[side], size)}; {backup}",
+                    figures=(
+                        f"{_describe('ours', ours, size)} vs {_describe(side, runs[side], size)}; {backup}"
+                    ),
                     details=common | {"peer": side, "peer_seconds": [r["seconds"] for r in runs[side]]},
                 )
             )
@@ -388,11 +391,13 @@ def _profile_row(runs: dict[str, list[dict[str, Any]]], size: int, hash_speed: f
         passed=None,
         info=True,
         figures=(
-            f"process {seconds(whole)} = interpreter start and exit {seconds(mean('start_seconds'))} + imports "
-            f"(Airflow's included) {seconds(mean('imports_seconds'))} + list {seconds(mean('manifest_seconds'))} "
+            f"process {seconds(whole)} = interpreter start and exit {seconds(mean('start_seconds'))} + "
+            f"imports (Airflow's included) {seconds(mean('imports_seconds'))} + list "
+            f"{seconds(mean('manifest_seconds'))} "
             f"+ copy {seconds(mean('copy_seconds'))} (CPU {seconds(mean('copy_cpu_seconds'))}: read, SHA-256 "
             f"and write overlap, fsync in the background) + read-back, manifest and publish "
-            f"{seconds(mean('verify_publish_seconds'))}; CPU of the whole process {seconds(mean('cpu_seconds'))}. "
+            f"{seconds(mean('verify_publish_seconds'))}; CPU of the whole process "
+            f"{seconds(mean('cpu_seconds'))}. "
             f"SHA-256 (hashlib) runs at {hash_speed / 1e6:.0f} MB/s here: the two passes our guarantees need "
             f"(the source while copying, the copy when read back) cost {seconds(hashing)} of CPU alone "
             f"(the ratio), against {seconds(fastest_peer)} for the fastest peer's whole run"
@@ -436,7 +441,8 @@ def _rss_rows(
                 target=f"<= {RSS_TARGET}",
                 passed=at_most(ratio, RSS_TARGET),
                 figures=(
-                    f"peak RSS {mib(peak)} at {human(sizes[key])} vs {mib(peak_small)} at {human(sizes['small'])} "
+                    f"peak RSS {mib(peak)} at {human(sizes[key])} vs {mib(peak_small)} at "
+                    f"{human(sizes['small'])} "
                     f"({(peak - peak_small) / MIB:+.1f} MiB for {sizes[key] / sizes['small']:g}x the data); "
                     f"{mib(before)} after imports, before shipping"
                 ),
@@ -477,7 +483,8 @@ def _cap_rows(capped: dict[str, Any], uncapped: dict[str, Any], cap_mbps: float,
             target=f"{1 - CAP_TOLERANCE:g} .. {1 + CAP_TOLERANCE:g}",
             passed=abs(rate_ratio - 1) <= CAP_TOLERANCE,
             figures=(
-                f"copy {seconds(capped['copy_seconds'])} for {human(capped['bytes'])}: {rate * 8 / 1e6:.1f} Mbit/s "
+                f"copy {seconds(capped['copy_seconds'])} for {human(capped['bytes'])}: "
+                f"{rate * 8 / 1e6:.1f} Mbit/s "
                 f"({rate / 1e6:.2f} MB/s) against a cap of {cap_mbps:g} Mbit/s ({cap_bytes / 1e6:.2f} MB/s), "
                 f"{seconds(capped['throttled_seconds'])} of it waiting for the cap; the read-back after it "
                 f"({seconds(capped['verify_publish_seconds'])}) is not capped"
@@ -486,13 +493,17 @@ def _cap_rows(capped: dict[str, Any], uncapped: dict[str, Any], cap_mbps: float,
         ),
         Row(
             benchmark="shipping",
-            name=f"shipping bandwidth cap {cap_mbps:g} Mbit/s on {human(size)}: CPU of the capped / uncapped copy",
+            name=(
+                f"shipping bandwidth cap {cap_mbps:g} Mbit/s on {human(size)}: CPU of the capped / "
+                "uncapped copy"
+            ),
             ratio=cpu_ratio,
             target=f"< {CAP_CPU_TARGET}",
             passed=cpu_ratio < CAP_CPU_TARGET,
             figures=(
                 f"copy CPU (user + system, all threads) {seconds(capped['copy_cpu_seconds'])} capped "
-                f"({seconds(capped['copy_seconds'])} wall) vs {seconds(uncapped['copy_cpu_seconds'])} uncapped "
+                f"({seconds(capped['copy_seconds'])} wall) vs {seconds(uncapped['copy_cpu_seconds'])} "
+                "uncapped "
                 f"({seconds(uncapped['copy_seconds'])} wall): waiting for the cap sleeps, it does not spin"
             ),
             details={"capped_cpu": capped["copy_cpu_seconds"], "uncapped_cpu": uncapped["copy_cpu_seconds"]},

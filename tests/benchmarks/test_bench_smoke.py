@@ -27,14 +27,20 @@ def test_parse_cost_smoke() -> None:
     from benchmarks import parse_cost
 
     rows = parse_cost.run(quick=True)
-    files = {row.details["file"]: row for row in rows}
+    files = {row.details["file"]: row for row in rows if "file" in row.details}
     assert set(files) == {path.name for path in parse_cost.dag_files()}
-    for row in rows:
+    for row in files.values():
         _has_ratio(row)
+        assert row.target == "<= 1.75"
         assert row.details["import_errors"] == {}, row.details["import_errors"]
         assert row.details["dags"], f"{row.name} parsed no DAG"
         assert row.details["samples"] == 1
     assert "gir_es_reindex_dc2" in files["gir_es_reindex.py"].details["dags"]
+    (scaling,) = [row for row in rows if "per_dc_seconds" in row.details]
+    _has_ratio(scaling)
+    assert scaling.target == "<= 0.35"
+    # One DAG per re-index DC: the topologies really had 1, 5 and 20 of them.
+    assert scaling.details["dags"] == {1: 1, 5: 5, 20: 20}
 
 
 def test_shipping_smoke(tmp_path: Path) -> None:
@@ -87,6 +93,42 @@ def test_reindex_overhead_smoke(airflow_db: Path) -> None:
     assert count.details["api_calls"] == 4
     assert count.ratio == 1.0
     assert count.passed is True
+
+
+def test_dag_reserialize_smoke() -> None:
+    from benchmarks import dag_reserialize
+
+    rows = dag_reserialize.run(quick=True)
+    assert len(rows) == 2
+    for row in rows:
+        _has_ratio(row)
+        assert row.info
+        assert len(row.details["seconds"]) == len(row.details["trivial_seconds"]) == 1
+
+
+def test_engine_backfill_baseline_smoke(tmp_path: Path) -> None:
+    """The dag.test() side of the engine benchmark on two days (the engine side needs the engine stack and
+    its lock: it runs in make bench only): every run succeeds over the interval it was given, and each sends
+    one forceIndex per contact center and kind (24-hour windows)."""
+    from datetime import UTC, datetime, timedelta
+
+    from benchmarks import engine_backfill
+
+    end = datetime(2026, 11, 20, 1, tzinfo=UTC)  # 02:00 in Paris, DC2's schedule tick
+    runs = [
+        {
+            "data_interval_start": (end - timedelta(days=d + 1)).isoformat(),
+            "data_interval_end": (end - timedelta(days=d)).isoformat(),
+        }
+        for d in range(2)
+    ]
+    tested = engine_backfill.dag_tests(runs, tmp_path)
+    assert [r["state"] for r in tested["runs"]] == ["success", "success"] or all(
+        r["state"].endswith("success") for r in tested["runs"]
+    )
+    assert engine_backfill._intervals(tested["runs"]) == engine_backfill._intervals(runs)
+    assert tested["posts"] == 2 * len(engine_backfill.CONTACT_CENTERS) * 2
+    assert tested["seconds"] > 0 and tested["durations"]
 
 
 def test_keystore_fanout_smoke() -> None:
