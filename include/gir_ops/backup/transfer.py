@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import threading
@@ -51,7 +52,8 @@ log = logging.getLogger(__name__)
 CHUNK_SIZE = 8 * 1024 * 1024  # large reads and writes: throughput on multi-GB segment files
 PROGRESS_EVERY_SECONDS = 10.0
 WRITE_AHEAD = 2  # chunks read and hashed ahead of the one being written (each has its own buffer)
-FSYNC_AHEAD = 32  # files written whose fsync has not finished yet, at most (each keeps its file open)
+FSYNC_AHEAD = 64  # files written whose fsync has not finished yet, at most (each keeps its file open)
+FSYNC_THREADS = 4  # fsyncs at once: concurrent fsyncs can share the file system's journal commits
 VERIFY_THREADS = 2  # files hashed at the same time by the read-back (hashlib releases the GIL)
 THROTTLE_SLICES_PER_SECOND = 10  # a capped copy reads in pieces of a tenth of a second's worth
 THROTTLE_MAX_BURST_SECONDS = 1.0  # after a stall, catch up at most this much above the cap
@@ -147,6 +149,14 @@ def chunks(handle: Any, buffer: memoryview, limit: int | None = None) -> Iterato
         yield view[:count]
 
 
+def sequential(handle: Any) -> Any:
+    """Tell the kernel a local file is read start to end (a larger readahead): reading a cold backup took
+    about half the time in the shipping profile. No-op for stores without a file descriptor."""
+    with contextlib.suppress(AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    return handle
+
+
 def read_into(handle: Any, view: memoryview) -> int:
     """Fill ``view`` from ``handle`` (``readinto`` when the store's file object has it); bytes read."""
     readinto = getattr(handle, "readinto", None)
@@ -170,7 +180,7 @@ def hash_file(
     digest = hashlib.sha256()
     size = 0
     with path.fs.open(path.path, "rb", block_size=chunk_size) as handle:
-        for chunk in chunks(handle, buffer):
+        for chunk in chunks(sequential(handle), buffer):
             digest.update(chunk)
             size += len(chunk)
             if on_chunk is not None:
@@ -372,7 +382,7 @@ class _Pipeline:
     def __init__(self, chunk_size: int) -> None:
         self.chunk_size = chunk_size
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="gir-copy-write")
-        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="gir-copy-fsync")
+        self._syncer = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="gir-copy-fsync")
         self._free = [memoryview(bytearray(chunk_size)) for _ in range(WRITE_AHEAD + 1)]
         self._writes: deque[tuple[Future[None], memoryview]] = deque()
         self._files: deque[_Staging] = deque()
@@ -646,7 +656,7 @@ class _FileCopy:
     def copy(self) -> ManifestEntry:
         digest = hashlib.sha256()
         with self.src.fs.open(self.src.path, "rb", block_size=self.pipeline.chunk_size) as reader:
-            size = self._pump(reader, self.pipeline.open(self.dst, "wb"), digest)
+            size = self._pump(sequential(reader), self.pipeline.open(self.dst, "wb"), digest)
         _check_size(self.src, self.item, size)
         return ManifestEntry(self.item.path, size, digest.hexdigest())
 
