@@ -2,7 +2,7 @@
 
 * **copy**: each file is streamed in large chunks into ``<destination>/<name>.partial/`` and hashed while
   it is read, so the copy *is* the source SHA-256 pass (one read of the source). Reading and hashing (the
-  calling thread), writing (one thread) and fsync (another) overlap (``_Pipeline``): done in turn, the
+  calling thread), writing (one thread) and fsync (a few others) overlap (``_Pipeline``): done in turn, the
   disk waited while the CPU hashed and the CPU waited for every fsync. Memory stays flat whatever the
   size (a few chunk buffers). A rerun keeps staged files that already match the source, appends the
   missing tail of a truncated file (file:// only) and copies the rest.
@@ -353,7 +353,7 @@ def fsync_dir(path: ObjectStoragePath) -> None:
         fsync_local_dir(path.path)
 
 
-# --- the pipeline: read and hash here, write in one thread, fsync in another --------------------------
+# --- the pipeline: read and hash here, write in one thread, fsync in others ----------------------------
 
 
 @dataclass
@@ -364,15 +364,15 @@ class _Staging:
     handle: Any
     error: BaseException | None = None
     step: str = "write"
-    synced: Future[None] | None = None
+    synced: Future[Future[None]] | None = None  # the writer's hand-over, then the fsync itself
 
 
 class _Pipeline:
-    """Overlaps reading and hashing (the caller's thread), writing (one thread) and fsync (another).
+    """Overlaps reading and hashing (the caller's thread), writing (one thread) and fsync (a few threads).
 
     Why: done in turn, the CPU idled during every fsync and the disk idled while a chunk was hashed (see
     the shipping profile in docs/benchmarks.md). The writer thread writes the chunks in the order they
-    were read and then hands the finished file to the fsync thread; ``finish()`` returns only when every
+    were read and then hands the finished file to the fsync threads; ``finish()`` returns only when every
     file was flushed, fsynced (local stores) and closed, and raises for the first one that was not, after
     removing it (``WriteFailed``, as ``writing`` does). Memory stays at ``WRITE_AHEAD + 1`` chunks; at
     most ``FSYNC_AHEAD`` files wait for their fsync (their files stay open until then, so an error of the
