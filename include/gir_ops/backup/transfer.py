@@ -1,8 +1,8 @@
 """Moving bytes to the destination: streaming copy with hashing, resume, and writes that are durable.
 
 * **copy**: each file is streamed in large chunks into ``<destination>/<name>.partial/`` and hashed while
-  it is read, so the copy *is* the source SHA-256 pass (one read of the source). Reading and hashing (the
-  calling thread), writing (one thread) and fsync (a few others) overlap (``_Pipeline``): done in turn, the
+  it is read, so the copy *is* the source SHA-256 pass (one read of the source). Reading (the calling
+  thread), hashing, writing (a thread each) and fsync (a few) overlap (``_Pipeline``): done in turn, the
   disk waited while the CPU hashed and the CPU waited for every fsync. Memory stays flat whatever the
   size (a few chunk buffers). A rerun keeps staged files that already match the source, appends the
   missing tail of a truncated file (file:// only) and copies the rest.
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 8 * 1024 * 1024  # large reads and writes: throughput on multi-GB segment files
 PROGRESS_EVERY_SECONDS = 10.0
-WRITE_AHEAD = 2  # chunks read and hashed ahead of the one being written (each has its own buffer)
+WRITE_AHEAD = 3  # chunks read ahead of the ones being hashed and written (each has its own buffer)
 FSYNC_AHEAD = 64  # files written whose fsync has not finished yet, at most (each keeps its file open)
 FSYNC_THREADS = 4  # fsyncs at once: concurrent fsyncs can share the file system's journal commits
 VERIFY_THREADS = 2  # files hashed at the same time by the read-back (hashlib releases the GIL)
@@ -368,31 +368,34 @@ class _Staging:
 
 
 class _Pipeline:
-    """Overlaps reading and hashing (the caller's thread), writing (one thread) and fsync (a few threads).
+    """Overlaps reading (the caller's thread), hashing (one thread), writing (one thread) and fsync (a few).
 
     Why: done in turn, the CPU idled during every fsync and the disk idled while a chunk was hashed (see
-    the shipping profile in docs/benchmarks.md). The writer thread writes the chunks in the order they
-    were read and then hands the finished file to the fsync threads; ``finish()`` returns only when every
-    file was flushed, fsynced (local stores) and closed, and raises for the first one that was not, after
-    removing it (``WriteFailed``, as ``writing`` does). Memory stays at ``WRITE_AHEAD + 1`` chunks; at
-    most ``FSYNC_AHEAD`` files wait for their fsync (their files stay open until then, so an error of the
-    kernel's writeback is reported to our fsync, never lost between a close and a reopen).
+    the shipping profile in docs/benchmarks.md). The hash and writer threads take the chunks in the
+    order they were read; the writer then hands the finished file to the fsync threads. ``finish()``
+    returns only when every file was flushed, fsynced (local stores) and closed, and raises for the first
+    one that was not, after removing it (``WriteFailed``, as ``writing`` does). Memory stays at
+    ``WRITE_AHEAD + 1`` chunks; at most ``FSYNC_AHEAD`` files wait for their fsync (their files stay open
+    until then, so an error of the kernel's writeback reaches our fsync, never lost between a close and a
+    reopen).
     """
 
     def __init__(self, chunk_size: int) -> None:
         self.chunk_size = chunk_size
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="gir-copy-hash")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="gir-copy-write")
         self._syncer = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="gir-copy-fsync")
         self._free = [memoryview(bytearray(chunk_size)) for _ in range(WRITE_AHEAD + 1)]
-        self._writes: deque[tuple[Future[None], memoryview]] = deque()
+        self._writes: deque[tuple[Future[None], Future[None], memoryview]] = deque()
         self._files: deque[_Staging] = deque()
 
     # - the caller's thread
 
     def take(self) -> memoryview:
-        """A free buffer; waits for the oldest write when every buffer is still being written."""
+        """A free buffer; waits for the oldest chunk when every buffer is still being hashed or written."""
         while not self._free:
-            written, buffer = self._writes.popleft()
+            written, hashed, buffer = self._writes.popleft()
+            hashed.result()
             written.result()
             self._free.append(buffer)
         return self._free.pop()
@@ -410,11 +413,18 @@ class _Pipeline:
         self._files.append(staging)
         return staging
 
-    def write(self, staging: _Staging, buffer: memoryview, count: int) -> None:
-        """Queue ``buffer[:count]`` for writing; ``buffer`` comes back through ``take`` once written."""
+    def write(self, staging: _Staging, buffer: memoryview, count: int, digest: Any) -> None:
+        """Queue ``buffer[:count]`` for hashing into ``digest`` and for writing (each in its thread, in
+        order); ``buffer`` comes back through ``take`` once both are done."""
         if staging.error is not None:  # an earlier write of this file failed: stop reading it
             self._raise_if_failed(staging)
-        self._writes.append((self._writer.submit(self._write, staging, buffer[:count]), buffer))
+        view = buffer[:count]
+        hashed = self._hasher.submit(digest.update, view)
+        self._writes.append((self._writer.submit(self._write, staging, view), hashed, buffer))
+
+    def hashed(self) -> None:
+        """Wait until every chunk queued so far is in its digest (the hash thread works in order)."""
+        self._hasher.submit(int).result()
 
     def close(self, staging: _Staging) -> None:
         """Flush, fsync and close ``staging`` once its queued writes are done (in the background)."""
@@ -422,11 +432,13 @@ class _Pipeline:
 
     def finish(self) -> None:
         """Wait for every write and fsync; raise for the first file (in copy order) that failed."""
-        for written, buffer in self._writes:
+        for written, hashed, buffer in self._writes:
             with contextlib.suppress(BaseException):
+                hashed.result()
                 written.result()
             self._free.append(buffer)
         self._writes.clear()
+        self._hasher.shutdown(wait=True)
         self._writer.shutdown(wait=True)
         self._syncer.shutdown(wait=True)
         self._raise_first_error(done_only=False)
@@ -435,6 +447,7 @@ class _Pipeline:
         """After an error elsewhere: stop, close every file still open (nothing is fsynced any more)."""
         for staging in self._files:
             staging.error = staging.error or RuntimeError("copy aborted")
+        self._hasher.shutdown(wait=True, cancel_futures=True)
         self._writer.shutdown(wait=True, cancel_futures=True)
         self._syncer.shutdown(wait=True, cancel_futures=True)
         for staging in self._files:
@@ -670,12 +683,12 @@ class _FileCopy:
             if not count:
                 self.pipeline.give_back(buffer)
                 break
-            digest.update(buffer[:count])
-            self.pipeline.write(staging, buffer, count)
+            self.pipeline.write(staging, buffer, count, digest)
             copied += count
             self.progress.advance(count, written=True)
             self._passed(count)
         self.pipeline.close(staging)
+        self.pipeline.hashed()
         return copied
 
     def keep_if_same(self) -> ManifestEntry | None:
