@@ -116,13 +116,18 @@ threads, `RUSAGE_SELF`) capped over uncapped. Temp data lives under the folder n
 deleted afterwards; `--workdir` (or `GIR_BENCH_WORKDIR`) puts it elsewhere.
 
 *What was found and fixed in ours.* Profiled on 2 GiB (wall time of each step of the old loop, then the
-CPU time of each process), the old copy did read, SHA-256, write and fsync one after another in one
-thread: the CPU idled during every per-file fsync and the disk idled while a chunk was hashed; the
-read-back hashed one file at a time. Now reading and hashing, writing, and fsync run in three threads
-(fsync in the background with each file kept open until it succeeded, so a writeback error still reaches
-our fsync; at most 32 files wait), and the read-back hashes two files at a time (hashlib releases the GIL).
-What stays ours by design: two SHA-256 passes, fsync of every file and folder, and a Python process that
-imports Airflow (about 2 s of CPU before the first byte; a task forked by a Celery worker has it already).
+CPU time of each process and phase), the old copy did read, SHA-256, write and fsync one after another in
+one thread: the CPU idled during every per-file fsync and the disk idled while a chunk was hashed; the
+read-back hashed one file at a time; a cold source was read with the default readahead; and the process
+spent seconds tearing down the interpreter after its work. Now the copy reads in one thread, hashes in
+another and writes in a third, with fsync in four background threads (each file kept open until its
+fsync succeeded, so a writeback error still reaches our fsync; at most 64 files wait); the source is
+read with `POSIX_FADV_SEQUENTIAL` (about half the time to read the cold backup in a test of its own);
+the read-back hashes two files at a time (hashlib releases the GIL); and the benchmark's shipping process
+ends as an Airflow task process ends (`os._exit` after its atexit functions; the task SDK's supervisor
+does the same). What stays ours by design: two SHA-256 passes, an fsync of every file and folder, and a
+Python process that imports Airflow (about 2 s of CPU before the first byte on this machine; a task
+process forked by a Celery worker has it already, a fresh process does not).
 
 **Re-index overhead** (`benchmarks/reindex_overhead.py`). A manual run of `gir_es_reindex_dc2`
 (`dag.test(run_conf={from, to})`, isolated AIRFLOW_HOME with a migrated SQLite DB, connections from
