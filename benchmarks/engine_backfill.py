@@ -88,10 +88,24 @@ def engine_lock() -> Iterator[None]:
 # --- the engine side ----------------------------------------------------------------------------------
 
 
-def _engine_run(days: int, base: Path) -> dict[str, Any]:
-    from tests.engine.engine_stack import EngineStack, parse_time, wait_for
+def _engine_stack_module() -> Any:
+    """tests/engine/engine_stack.py, imported without the test suite's environment (tests/conftest.py sets
+    AIRFLOW_HOME and friends when imported) leaking into this process and the benchmarks after it."""
+    import importlib
 
-    class BenchStack(EngineStack):
+    saved = dict(os.environ)
+    try:
+        return importlib.import_module("tests.engine.engine_stack")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _engine_run(days: int, base: Path) -> dict[str, Any]:
+    engine_stack = _engine_stack_module()
+    parse_time, wait_for = engine_stack.parse_time, engine_stack.wait_for
+
+    class BenchStack(engine_stack.EngineStack):  # type: ignore[misc,name-defined]
         def _write_topology(self) -> None:
             super()._write_topology()
             dc_overrides(next(dc for dc in self.topology_document["data_centers"] if dc["site"] == SITE))
@@ -219,9 +233,8 @@ def dag_tests(engine_runs: list[dict[str, Any]], base: Path) -> dict[str, Any]:
     """``dag.test()`` of the runs with these data intervals, in a child process; POSTs counted here."""
     from include.gir_ops.topology import parse_topology
     from include.gir_sim.server import GirSimulator
-    from tests.conftest import default_topology_dict
 
-    document = default_topology_dict()
+    document = yaml.safe_load((REPO_ROOT / "include/config/topology.yaml").read_text(encoding="utf-8"))
     dc_overrides(next(dc for dc in document["data_centers"] if dc["site"] == SITE))
     topology_path = base / "topology.yaml"
     topology_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
