@@ -41,7 +41,8 @@ HOW_MEASURED = """\
 Every row is a ratio of two things measured side by side in the same run, because this machine is
 shared (other engineers run test suites on the same cores while `make bench` runs) and absolute times
 move from run to run; the absolute figures are shown next to each ratio. `make bench` takes about 15
-minutes on 2 quiet cores (the header lists each benchmark's time; under load it takes longer) and needs
+minutes on 2 quiet cores (the header lists each benchmark's time: 30 minutes for the committed table, run
+at a load average of 6 to 11; the engine benchmark also waits for `/tmp/gir/engine.lock`) and needs
 about 25 GiB free for the 8 GiB shipping row; `python -m benchmarks --quick` runs smoke sizes in a few
 minutes, `--only NAME` one benchmark. Rows marked *info* explain
 another row and are not judged. `make test` only runs a tiny smoke case of each benchmark

@@ -1,8 +1,10 @@
 """One tiny smoke case of each benchmark, so they cannot rot.
 
-They run the same code as ``make bench`` at smoke sizes (2 MiB backup, 2-day range, 5 keystores, one
-parse sample) and check that each produces its rows, with a ratio, and that what was measured really
-happened (the POSTs the simulator recorded, the files that were shipped). No speed is asserted here:
+They run the same code as ``make bench`` at smoke sizes (1, 2 and 4 MiB backups and an 8 Mbit/s cap,
+2-day ranges, 5 keystores, one parse or reserialize sample) and check that each produces its rows, with a
+ratio, and that what was measured really happened (the POSTs the simulator recorded, the files that were
+shipped, one DAG per re-index DC). The engine side of ``engine_backfill`` needs the engine stack and its
+lock, so only its ``dag.test()`` side runs here; ``make bench`` runs both. No speed is asserted here:
 speed is only measured by ``make bench``, on purpose, because test machines are shared and noisy.
 """
 
