@@ -359,8 +359,9 @@ def _scaling_row(found: dict[int, list[dict[str, Any]]], base_median: float) -> 
 
 
 def reindex_topology(folder: Path, topology_path: str, count: int) -> Path:
-    """The measured topology with ``count`` re-index DCs: the primary plus copies of its first re-index DC
-    (site DC2, DC3, ...; one RCS instance each), written to ``folder``."""
+    """The measured topology with ``count`` re-index DCs: the primary (whose DAG is built unscheduled)
+    plus copies of its first re-index DC (site DC2, DC3, ...; their RCS instances renamed), written to
+    ``folder``."""
     import copy
 
     import yaml
