@@ -251,6 +251,23 @@ def _check_backup_name_pattern(value: str) -> str:
     return value
 
 
+# The WAN cap of the shipping copy, megabits (10^6 bits) per second: from 1 Mbit/s (a copy of a 2 GiB
+# backup would then take ~5 hours) to 100 Gbit/s (no WAN is faster; a larger number is a unit mistake).
+MIN_BANDWIDTH_LIMIT_MBPS = 1.0
+MAX_BANDWIDTH_LIMIT_MBPS = 100_000.0
+
+
+def _check_bandwidth_limit(value: float | None) -> float | None:
+    if value is not None and not MIN_BANDWIDTH_LIMIT_MBPS <= value <= MAX_BANDWIDTH_LIMIT_MBPS:
+        raise ValueError(
+            f"bandwidth_limit_mbps must be between {MIN_BANDWIDTH_LIMIT_MBPS:g} and "
+            f"{MAX_BANDWIDTH_LIMIT_MBPS:g} megabits per second, got {value!r}; fix: give the share of the "
+            "WAN link between the DCs the copy may use, in Mbit/s (e.g. 200 for 200 Mbit/s, about 25 MB/s), "
+            "or leave the key out for no cap"
+        )
+    return value
+
+
 # How the SpeechMiner Daily Index Backup reaches the backup DC (shipping.mode):
 # - copy: SpeechMiner writes it in the primary DC (speechminer.index_backup); the DAG copies, verifies and
 #   publishes it at shipping.destination;
@@ -286,6 +303,10 @@ class ShippingSettings(_Strict):
     destination_may_be_link: bool = Field(
         default=False,
         description="allow the destination root itself to be a symbolic link (never anything below it)",
+    )
+    bandwidth_limit_mbps: Annotated[float | None, AfterValidator(_check_bandwidth_limit)] = Field(
+        default=None,
+        description="cap of the copy between the DCs in Mbit/s; the local read-back is never capped",
     )
 
     @property

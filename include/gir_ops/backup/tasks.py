@@ -23,7 +23,7 @@ from include.gir_ops.backup.links import lexists, refuse_link
 from include.gir_ops.backup.manifest import PublishedManifest, manifest_document, read_manifest, verify_tree
 from include.gir_ops.backup.route import ShippingRoute
 from include.gir_ops.backup.spec import MANIFEST_NAME
-from include.gir_ops.backup.transfer import CHUNK_SIZE, PROGRESS_EVERY_SECONDS, copy_backup
+from include.gir_ops.backup.transfer import CHUNK_SIZE, PROGRESS_EVERY_SECONDS, Throttle, copy_backup
 from include.gir_ops.backup.tree import ManifestEntry, SourceFile, check_backup_name, scan_backup
 from include.gir_ops.shared import fail_without_retry, format_size
 
@@ -116,8 +116,12 @@ def copy_task(
     *,
     chunk_size: int = CHUNK_SIZE,
     progress_every: float = PROGRESS_EVERY_SECONDS,
+    throttle: Throttle | None = None,
 ) -> dict[str, Any]:
-    """Copy the planned files into ``<name>.partial`` (resuming); skipped when already present."""
+    """Copy the planned files into ``<name>.partial`` (resuming); skipped when already present.
+
+    The copy is capped at ``route.bandwidth_limit_mbps`` (``throttle`` replaces that cap, for tests).
+    """
     with fail_without_retry(BackupError):
         name = check_backup_name(plan["backup_name"], route.backup_name_pattern)
     if plan["already_present"]:
@@ -133,14 +137,18 @@ def copy_task(
             last=route.ready_marker,
             chunk_size=chunk_size,
             progress_every=progress_every,
+            throttle=throttle or Throttle.from_mbps(route.bandwidth_limit_mbps),
         )
     log.info(
-        "copied %s in %d file(s), appended to %d, kept %d already staged (%.1f s)",
+        "copied %s in %d file(s), appended to %d, kept %d already staged (%.1f s%s)",
         format_size(result.bytes_copied),
         len(result.files_copied),
         len(result.files_resumed),
         len(result.files_kept),
         result.seconds,
+        ""
+        if route.bandwidth_limit_mbps is None and throttle is None
+        else f", {result.throttled_seconds:.1f} s of it waiting for the bandwidth cap",
     )
     summary = asdict(result)
     summary["entries"] = [[e.path, e.size, e.sha256] for e in result.entries]
