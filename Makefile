@@ -58,7 +58,7 @@ format: $(STAMP)
 
 ## Benchmarks (not part of `make test`); writes docs/benchmarks.md.
 bench: $(STAMP)
-	PYTHONPATH=$(CURDIR) $(PY) -m benchmarks
+	GIR_DEMO=1 PYTHONPATH=$(CURDIR) $(PY) -m benchmarks
 
 clean:
 	rm -rf .local test-artifacts .pytest_cache .ruff_cache

@@ -217,6 +217,8 @@ def build_env(
             "AIRFLOW__API__PORT": str(port),
             "GIR_TOPOLOGY": str(topology),
             "GIR_DATA_DIR": str(paths.data),
+            # This stack is the demo: the bundled topology is allowed (include/gir_ops/topology.py).
+            "GIR_DEMO": "1",
         }
     )
     env.pop("AIRFLOW_CONFIG", None)  # the config must be the one in this AIRFLOW_HOME

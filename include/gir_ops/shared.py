@@ -129,3 +129,41 @@ def not_configured(dag_id: str, missing: str, to_enable: str) -> None:
     logging.getLogger("include.gir_ops").warning(
         "%s is not defined: the topology has no %s; %s", dag_id, missing, to_enable
     )
+
+
+# --- a path that is not there: a missing file, or a share that is not mounted --------------------------
+
+
+def local_path(url: str) -> str | None:
+    """The local path of a ``file://`` URL (or a plain path); None for a remote store (s3://, sftp://...)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    if scheme.lower() not in ("file", "local"):
+        return None
+    return "/" + rest.lstrip("/") if rest else None
+
+
+def missing_path_detail(url: str, what: str = "file") -> str:
+    """Why ``url`` is not there, for a person: the file is missing, or its share is not mounted here.
+
+    A missing file in a folder that exists is "does not exist"; a folder above it that is missing too
+    means the share (NFS/SMB mount) is not mounted on this machine, or the topology's path is wrong. The
+    nearest folder that does exist is named, so the operator knows where to look.
+    """
+    import os
+    import socket
+
+    path = local_path(url)
+    if path is None:
+        return f"{what} does not exist: {url}"
+    parent = os.path.dirname(path.rstrip("/")) or "/"
+    if os.path.isdir(parent):
+        return f"{what} does not exist: {path} (its folder {parent} is there, the {what} is not)"
+    missing, above = parent, os.path.dirname(parent)
+    while above and not os.path.isdir(above):
+        missing, above = above, os.path.dirname(above)
+    return (
+        f"the share is not mounted on this worker ({socket.gethostname()}), or the path is wrong: "
+        f"{missing} does not exist (nearest existing folder: {above or '/'}), so {path} cannot be reached"
+    )

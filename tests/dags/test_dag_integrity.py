@@ -124,6 +124,9 @@ PARSE_TIME_MODULES = {
     "include.gir_ops.backup.sensors",
     "include.gir_ops.backup.spec",
     "include.gir_ops.backup.triggers",
+    "include.gir_ops.doctor",
+    "include.gir_ops.doctor.operators",
+    "include.gir_ops.doctor.spec",
     "include.gir_ops.failover",
     "include.gir_ops.failover.operators",
     "include.gir_ops.failover.spec",
@@ -177,6 +180,9 @@ def test_parsing_imports_only_the_parse_time_project_modules(airflow_db: Path) -
     assert sorted(found) == sorted(Path(f).name for f in files)
     for name, seen in found.items():
         assert seen["errors"] == [], f"{name} did not parse"
-        assert "include.gir_ops.topology" in seen["modules"], f"{name} should read the topology"
+        # The doctor reads the topology when it runs: a broken topology is what it must report, not a
+        # reason for its own DAG to vanish.
+        if name != "gir_doctor.py":
+            assert "include.gir_ops.topology" in seen["modules"], f"{name} should read the topology"
         extra = sorted(set(seen["modules"]) - PARSE_TIME_MODULES)
         assert extra == [], f"{name} imports {extra} while parsing; import them inside the task instead"
