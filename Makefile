@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean venv demo-drift demo-restore browser-deps
+.PHONY: run test lint format bench clean venv demo-drift demo-restore browser-deps doctor
 
 venv: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 ## The whole stack: embedded PostgreSQL, the GIR simulator, Airflow standalone. Ctrl-C stops it all.
 run: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py
+
+## The deployment doctor (DAG gir_doctor) on the running `make run` stack: the table, exit 1 when red.
+## Elsewhere, from a shell with the Airflow environment: python -m include.gir_ops.doctor
+doctor: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py doctor
 
 ## Demo: make one RCS keystore differ (INSTANCE=rcs-dc2-a), then make them all identical again.
 INSTANCE ?= rcs-dc2-a

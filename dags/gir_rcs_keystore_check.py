@@ -7,6 +7,7 @@ Thin wiring only; the check lives in ``include/gir_ops/keystore/`` (ids, params 
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from include.gir_ops.topology import load_topology
 TOPOLOGY = load_topology()
 TIMEZONE = TOPOLOGY.primary.timezone
 PARALLEL_READS = TOPOLOGY.keystore_check.parallel_reads
+REFERENCE = TOPOLOGY.keystore_reference or "(none configured)"
 
 DOC_MD = f"""
 # RCS keystore replication check
@@ -27,7 +29,9 @@ Every RCS (Recording Crypto Server) instance in every data center must hold **th
 An instance with a stale keystore cannot decrypt recordings encrypted with a newer key, and nobody
 notices until playback fails. This DAG reads every keystore listed in the topology (`data_centers[].rcs`),
 takes its SHA-256 and size, opens PKCS12 keystores when a password connection is configured, and
-compares each instance with the reference **{TOPOLOGY.keystore_reference or "(none configured)"}**.
+compares each instance with a reference: by default one in the DC whose Interaction Server is current (RWS's
+`eServicesSite`; during a failover that is the backup DC), else **{REFERENCE}**; param `reference`
+names one for a run. The log of `check_replication` says which and why.
 
 Schedule: `{TOPOLOGY.keystore_check.schedule}` in {TIMEZONE} (the primary DC), a point-in-time check with
 no data interval; no catch-up. Trigger it by hand any time (Trigger DAG, or
@@ -95,10 +99,16 @@ def gir_rcs_keystore_check() -> None:
     )
     def check_replication(**context: Any) -> dict[str, Any]:
         from include.gir_ops.keystore.check import check_replication as run_check
+        from include.gir_ops.keystore.reference import choose_reference
 
-        report = run_check(load_topology(), parallel_reads=int(context["params"]["parallel_reads"]))
+        topology = load_topology()
+        choice = choose_reference(topology, context["params"].get("reference"))
+        logging.getLogger(__name__).info("RCS keystore reference: %s", choice.reason)
+        report = run_check(
+            topology, parallel_reads=int(context["params"]["parallel_reads"]), reference=choice.instance
+        )
         context["outlet_events"][spec.RCS_KEYSTORE_CHECK_ASSET].extra = report.asset_extra()
-        return report.to_dict()
+        return {**report.to_dict(), "reference_reason": choice.reason}
 
     @task(task_id=spec.ENFORCE_REPLICATION, retries=0, doc_md=ENFORCE_DOC)
     def enforce_replication(report: dict[str, Any]) -> str:

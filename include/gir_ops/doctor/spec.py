@@ -14,6 +14,7 @@ DAG_ID = "gir_doctor"
 WORKER_CHECKS = "worker_checks"
 TRIGGERER_CHECKS = "triggerer_checks"
 REPORT = "report"
+REPORT_XCOM_KEY = "doctor_report"
 
 # How long the triggerer may take to pick up and run the readability check before the doctor says so.
 TRIGGERER_TIMEOUT_SECONDS = 120

@@ -35,6 +35,8 @@ def report_task(ti: Any) -> dict[str, Any]:
     else:
         rows += [Row.from_dict(item) for item in triggerer]
     result = to_dict(rows)
+    # Also under its own key: a failed task pushes no return value, and `make doctor` reads the table.
+    ti.xcom_push(key=spec.REPORT_XCOM_KEY, value=result)
     level = logging.INFO if result["ok"] else logging.ERROR
     log.log(level, "gir-ops doctor: %s\n%s", result["summary"], result["table"])
     if not result["ok"]:
