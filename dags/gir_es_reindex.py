@@ -96,6 +96,8 @@ def build_reindex_dag(dc: DataCenter) -> DAG:
         schedule=CronDataIntervalTimetable(dc.reindex.schedule, timezone=dc.timezone),
         start_date=shared.DAG_START_DATE,
         catchup=False,
+        # Created unpaused: a paused scheduled DAG silently does nothing (docs/deployment.md).
+        is_paused_upon_creation=shared.paused_upon_creation(),
         max_active_runs=1,
         tags=["gir", "elasticsearch", "reindex", dc.site],
         default_args={

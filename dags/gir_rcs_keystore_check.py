@@ -82,6 +82,8 @@ same answer and only delay the alert. Re-run the DAG after fixing the keystores 
     schedule=CronTriggerTimetable(TOPOLOGY.keystore_check.schedule, timezone=TIMEZONE),
     start_date=shared.DAG_START_DATE,
     catchup=False,
+    # Created unpaused: a paused scheduled DAG silently does nothing (docs/deployment.md).
+    is_paused_upon_creation=shared.paused_upon_creation(),
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=50),
     tags=["gir", "rcs", "keystore"],

@@ -130,6 +130,8 @@ def build_backup_ship_dag(shipping: ShippingSettings) -> DAG:
         schedule=CronDataIntervalTimetable(shipping.schedule, timezone=source.timezone),
         start_date=shared.DAG_START_DATE,
         catchup=False,
+        # Created unpaused: a paused scheduled DAG silently does nothing (docs/deployment.md).
+        is_paused_upon_creation=shared.paused_upon_creation(),
         max_active_runs=1,
         tags=["gir", "speechminer", "backup", f"site:{shipping.from_site}", f"site:{shipping.to_site}"],
         default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(minutes=5)},

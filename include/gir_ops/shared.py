@@ -120,6 +120,19 @@ def format_size(size: float | None) -> str:
 DAG_START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 
 
+# Scheduled DAGs are created unpaused: their purpose is the nightly (hourly) run, a paused one silently
+# does nothing, and backfill runs of a paused DAG stay queued. A test harness that must not see scheduled
+# runs sets this to "1" (the engine tests do); nothing else should.
+PAUSED_AT_CREATION_ENV = "GIR_DAGS_PAUSED_AT_CREATION"
+
+
+def paused_upon_creation() -> bool:
+    """``is_paused_upon_creation`` of every scheduled DAG: False unless a test harness asks otherwise."""
+    import os
+
+    return os.environ.get(PAUSED_AT_CREATION_ENV, "").strip() == "1"
+
+
 def not_configured(dag_id: str, missing: str, to_enable: str) -> None:
     """The one policy for a topology section that is absent: the feature is not configured, so its DAG
     file defines no DAG and says so in ONE warning (naming what is missing and how to enable it), never in

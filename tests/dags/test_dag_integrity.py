@@ -186,3 +186,17 @@ def test_parsing_imports_only_the_parse_time_project_modules(airflow_db: Path) -
             assert "include.gir_ops.topology" in seen["modules"], f"{name} should read the topology"
         extra = sorted(set(seen["modules"]) - PARSE_TIME_MODULES)
         assert extra == [], f"{name} imports {extra} while parsing; import them inside the task instead"
+
+
+def test_scheduled_dags_are_created_unpaused(dagbag: Any) -> None:
+    """A paused nightly DAG silently does nothing, and backfill runs of a paused DAG stay queued."""
+    assert os.environ.get("GIR_DAGS_PAUSED_AT_CREATION", "") != "1"
+    scheduled = [dag for dag in dagbag.dags.values() if dag.timetable.can_be_scheduled]
+    assert {dag.dag_id for dag in scheduled} >= {
+        "gir_es_reindex_dc2",
+        "gir_es_reindex_dc3",
+        "gir_rcs_keystore_check",
+        "gir_speechminer_backup_ship",
+    }
+    for dag in dagbag.dags.values():
+        assert dag.is_paused_upon_creation is False, f"{dag.dag_id} would be created paused"

@@ -425,6 +425,9 @@ class EngineStack:
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
                 "GIR_TOPOLOGY": str(self.topology_path),
                 "GIR_DATA_DIR": str(self.data_dir),
+                # The DAGs are created unpaused in a deployment; here scheduled runs would land in the
+                # middle of the tests' exact request counts, so each test unpauses what it runs.
+                "GIR_DAGS_PAUSED_AT_CREATION": "1",
             }
         )
         env.update(self.connection_env())
