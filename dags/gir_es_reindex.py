@@ -78,8 +78,12 @@ through RWS, per contact center and index kind, one POST per window.
   a logical date the latest complete schedule period.
 - Any past range: *Trigger* with `from` and `to` (ISO-8601 with offset), optionally `contact_centers`,
   `kinds` and `purge_old` (manual runs only; deletes the index first, then re-indexes the range).
-- Several days: `airflow backfill create --dag-id {dag_id} --from-date 2026-11-01 --to-date 2026-11-04`;
-  each run re-indexes its own interval, and the pool keeps RWS from being hammered.
+- Several days: *Backfill* (or `airflow backfill create --dag-id {dag_id} --from-date 2026-11-01
+  --to-date 2026-11-03`): the dates are **run start dates** (data interval starts), both ends included, in
+  the deployment's time zone; each run re-indexes one schedule period from its start, so the hours covered
+  end one period after the last start. For an exact calendar range use a manual run with `from`/`to`.
+  Worked examples per DC: `docs/gir_es_reindex.md`, "Backfill: what the dates mean". The DAG is created
+  unpaused (backfill runs of a paused DAG stay queued).
 
 **When it fails** the failed task is named "<contact center> <kind>" and its log ends with the RWS error
 (code meaning, DC, contact center, window) and how far the pair got. Fix the cause (credentials in the
