@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -120,7 +121,7 @@ def test_ui_lists_dags_renders_failover_form_and_opens_the_pending_approval(
     screenshot(browser, "01-home-after-login")
 
     browser.get(f"{engine.api_url}/dags")
-    wait_for_text(browser, "5 Dags", *EXPECTED_DAG_IDS)
+    wait_for_text(browser, f"{len(EXPECTED_DAG_IDS)} Dags", *EXPECTED_DAG_IDS)
     assert "Import Error" not in page_text(browser)
     screenshot(browser, "02-dags-list")
 
@@ -188,3 +189,124 @@ def test_ui_lists_dags_renders_failover_form_and_opens_the_pending_approval(
 def engine_requests(engine: EngineStack, site: str) -> list[dict[str, Any]]:
     received = requests.get(f"{engine.sim_url(site)}/_sim/requests", timeout=10).json()
     return [r for r in received if r["path"].startswith("/api/")]
+
+
+# --- backfill from the UI, as an operator does it ------------------------------------------------------
+
+BACKFILL_DAG = "gir_es_reindex_dc3"  # Asia/Kolkata (UTC+05:30), 6 h windows, discovered contact centers
+
+
+def _pick_date(driver: WebDriver, field: WebElement, day: date) -> None:
+    """Type a date into the dialog's date-time picker the way a person does: click it, type the digits
+    (Chromium's en-US picker: month, day, year, then hour, minute, AM/PM)."""
+    from selenium.webdriver.common.keys import Keys
+
+    field.click()
+    field.send_keys(Keys.CONTROL, "a")
+    kind = field.get_attribute("type")
+    if kind == "datetime-local":
+        field.send_keys(f"{day.month:02d}{day.day:02d}{day.year:04d}", Keys.TAB, "1200", "AM")
+    elif kind == "date":
+        field.send_keys(f"{day.month:02d}{day.day:02d}{day.year:04d}")
+    else:  # a text input with a picker: type the ISO form
+        field.send_keys(Keys.BACKSPACE * 40, f"{day.isoformat()} 00:00")
+    field.send_keys(Keys.TAB)
+
+
+@pytest.mark.timeout(600)
+def test_a_backfill_submitted_from_the_ui_creates_the_runs_and_rws_receives_their_windows(
+    engine: EngineStack, browser: WebDriver
+) -> None:
+    from engine_stack import parse_time, wait_for
+
+    admin = engine.api("admin")
+    today = datetime.now(UTC).date()
+    first, last = today - timedelta(days=12), today - timedelta(days=11)
+
+    log_in(browser, engine, "admin")
+    browser.get(f"{engine.api_url}/dags/{BACKFILL_DAG}")
+    button(browser, "Trigger", timeout=30).click()
+    wait_for_text(browser, "Backfill", "Single Run")
+    WebDriverWait(browser, 20).until(
+        lambda d: [
+            e
+            for e in d.find_elements(By.XPATH, "//*[normalize-space(text())='Backfill']")
+            if e.is_displayed()
+        ]
+    )
+    next(
+        e
+        for e in browser.find_elements(By.XPATH, "//*[normalize-space(text())='Backfill']")
+        if e.is_displayed()
+    ).click()
+    wait_for_text(browser, "Date Range", "Reprocess Behavior", "Run Backfill")
+    dialog = browser.find_element(By.CSS_SELECTOR, "[role=dialog]")
+    pickers = [
+        e
+        for e in dialog.find_elements(By.TAG_NAME, "input")
+        if e.is_displayed() and e.get_attribute("type") in ("datetime-local", "date", "text")
+    ]
+    assert len(pickers) >= 2, [p.get_attribute("outerHTML") for p in pickers]
+    _pick_date(browser, pickers[0], first)
+    _pick_date(browser, pickers[1], last)
+    screenshot(browser, "08-backfill-dialog-dates-picked")
+    wait_for_text(browser, "runs will be triggered")
+    unpause = [
+        e for e in dialog.find_elements(By.XPATH, ".//*[starts-with(normalize-space(text()), 'Unpause')]")
+    ]
+    if unpause:  # the engine creates DAGs paused; the operator ticks "Unpause ... on trigger"
+        unpause[0].click()
+    picked = [p.get_attribute("value") for p in pickers[:2]]
+    button(browser, "Run Backfill").click()
+    wait_for_text(browser, "Backfill generated")
+    screenshot(browser, "09-backfill-submitted")
+
+    backfills = admin.get("/backfills", dag_id=BACKFILL_DAG)["backfills"]
+    assert len(backfills) == 1, backfills
+    backfill = backfills[0]
+    wait_for(
+        "the UI backfill to complete",
+        lambda: admin.backfill(backfill["id"])["completed_at"],
+        timeout=300,
+        interval=2,
+    )
+    admin.pause(BACKFILL_DAG)
+    runs = [r for r in admin.runs(BACKFILL_DAG) if r["run_type"] == "backfill"]
+    for run in runs:
+        admin.wait_run(BACKFILL_DAG, run["dag_run_id"], timeout=180)
+
+    # The runs: every DC3 tick (01:30 IST = 20:00 UTC) whose interval starts within the picked range,
+    # both ends included, as the docs say.
+    from_date, to_date = parse_time(backfill["from_date"]), parse_time(backfill["to_date"])
+    assert from_date.date() == first, (picked, backfill)
+    starts = sorted(parse_time(r["data_interval_start"]) for r in runs)
+    tick = datetime(first.year, first.month, first.day, 20, 0, tzinfo=UTC) - timedelta(days=1)
+    expected_starts = []
+    while tick <= to_date:
+        if tick >= from_date:
+            expected_starts.append(tick)
+        tick += timedelta(days=1)
+    assert starts == expected_starts, (picked, backfill["from_date"], backfill["to_date"], starts)
+
+    # What RWS received: per discovered contact center, the runs' intervals cut into 6 h windows.
+    posts = [
+        r
+        for r in engine_requests(engine, "DC3")
+        if r["method"] == "POST" and r["path"].endswith("/recordings")
+    ]
+    lowest = int(expected_starts[0].timestamp() * 1000)
+    highest = int((expected_starts[-1] + timedelta(days=1)).timestamp() * 1000)
+    # (Unpausing also let the scheduler create DC3's latest scheduled run: a later day, left out here.)
+    posts = [p for p in posts if lowest <= int(p["body"]["from"]) and int(p["body"]["to"]) <= highest]
+    received = sorted({(int(p["body"]["from"]), int(p["body"]["to"])) for p in posts})
+    expected_windows = sorted(
+        (
+            int((start + timedelta(hours=6 * i)).timestamp() * 1000),
+            int((start + timedelta(hours=6 * (i + 1))).timestamp() * 1000),
+        )
+        for start in expected_starts
+        for i in range(4)
+    )
+    assert received == expected_windows, (received, expected_windows)
+    contact_centers = {p["path"].split("/")[-2] for p in posts}
+    assert len(posts) == len(expected_windows) * len(contact_centers), len(posts)
