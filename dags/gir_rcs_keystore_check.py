@@ -54,9 +54,11 @@ A keystore that never answers cannot hold the check up: the report and the asset
 Certificates expiring within {TOPOLOGY.keystore_check.expiry_warning_days} days are warnings (run stays
 green); expired certificates are listed as "kept for old recordings", never errors.
 
-**What to do when red:** read the failure message or the table in `{spec.CHECK_REPLICATION}`'s log; copy
-the reference keystore to the named instances (or restore the reference first if it is the one missing);
-trigger this DAG again. Param `parallel_reads` (default {PARALLEL_READS}, from the topology's
+**What to do when red:** read the failure message: under each instance a `what to do:` line. An
+instance that holds a key the reference does not is **never** overwritten ("do not overwrite: this
+instance holds a key the reference does not": merge its entries into the reference's keystore first);
+otherwise back up its keystore, replicate the reference's, restart RCS there, trigger this DAG again. "The
+share is not mounted on this worker" is a mount to fix, not a keystore to copy. Param `parallel_reads` (default {PARALLEL_READS}, from the topology's
 `keystore_check.parallel_reads`) sets how many keystores are read at once. Passwords come from the Airflow
 connections named by `password_conn_id`; only digests and metadata are ever logged or returned. Full
 operator docs: `docs/gir_rcs_keystore_check.md`.
