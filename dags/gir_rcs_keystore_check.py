@@ -58,7 +58,9 @@ green); expired certificates are listed as "kept for old recordings", never erro
 instance that holds a key the reference does not is **never** overwritten ("do not overwrite: this
 instance holds a key the reference does not": merge its entries into the reference's keystore first);
 otherwise back up its keystore, replicate the reference's, restart RCS there, trigger this DAG again. "The
-share is not mounted on this worker" is a mount to fix, not a keystore to copy. Param `parallel_reads` (default {PARALLEL_READS}, from the topology's
+share is not mounted on this worker" is a mount to fix, not a keystore to copy.
+
+Param `parallel_reads` (default {PARALLEL_READS}, from the topology's
 `keystore_check.parallel_reads`) sets how many keystores are read at once. Passwords come from the Airflow
 connections named by `password_conn_id`; only digests and metadata are ever logged or returned. Full
 operator docs: `docs/gir_rcs_keystore_check.md`.
