@@ -507,6 +507,8 @@ class EngineStack:
             topology = self.topology()
             demo_data.generate_index_backups(self.source_backup_root(), days=2)
             demo_data.generate_keystores(topology, self.keystore_password)
+            # The backup DC's share, mounted and empty until the first shipping run (as the demo data CLI).
+            self.replica_root().mkdir(parents=True, exist_ok=True)
         finally:
             if previous is None:
                 os.environ.pop("GIR_DATA_DIR", None)
