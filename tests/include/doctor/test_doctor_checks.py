@@ -161,6 +161,7 @@ def test_pools_missing_or_resized_are_named_with_the_intended_slots(airflow_api:
         assert checks.api_row(client).status is Status.OK
         rows = checks.pool_rows(topology, client)
     assert {r.check: r.status for r in rows} == {
+        "pool gir_rws_dc1": Status.OK,
         "pool gir_rws_dc2": Status.OK,
         "pool gir_rws_dc3": Status.OK,
         "pool gir_rws_switch": Status.OK,
