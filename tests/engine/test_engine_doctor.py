@@ -59,11 +59,17 @@ def test_the_doctor_is_green_then_names_each_broken_item(engine: EngineStack) ->
     pool = admin.get("/pools/gir_rws_dc2")
     try:
         engine.topology_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-        admin.request("PATCH", "/pools/gir_rws_dc2", json={"name": "gir_rws_dc2", "slots": 3})
+        resized = {"name": "gir_rws_dc2", "slots": 3, "include_deferred": pool["include_deferred"]}
+        admin.request("PATCH", "/pools/gir_rws_dc2", json=resized)
         run, rows = _run_doctor(engine)
     finally:
         engine.topology_path.write_text(original, encoding="utf-8")
-        admin.request("PATCH", "/pools/gir_rws_dc2", json={"name": "gir_rws_dc2", "slots": pool["slots"]})
+        restored = {
+            "name": "gir_rws_dc2",
+            "slots": pool["slots"],
+            "include_deferred": pool["include_deferred"],
+        }
+        admin.request("PATCH", "/pools/gir_rws_dc2", json=restored)
         blocker.unlink()
     assert run["state"] == "failed"
     expected = {
