@@ -28,10 +28,11 @@ DOC_MD = f"""
 Every RCS (Recording Crypto Server) instance in every data center must hold **the same keystore file**.
 An instance with a stale keystore cannot decrypt recordings encrypted with a newer key, and nobody
 notices until playback fails. This DAG reads every keystore listed in the topology (`data_centers[].rcs`),
-takes its SHA-256 and size, opens PKCS12 keystores when a password connection is configured, and
-compares each instance with a reference: by default one in the DC whose Interaction Server is current (RWS's
-`eServicesSite`; during a failover that is the backup DC), else **{REFERENCE}**; param `reference`
-names one for a run. The log of `check_replication` says which and why.
+takes its SHA-256 and size, opens it (PKCS12, JKS or JCEKS: integrity verified with the password, aliases,
+entry types, subjects, expiry) when a password connection is configured, and compares each instance with
+a reference: by default one in the DC whose Interaction Server is current (RWS's `eServicesSite`; during a
+failover that is the backup DC), else **{REFERENCE}**; param `reference` names one for a run. The log of
+`check_replication` says which and why.
 
 Schedule: `{TOPOLOGY.keystore_check.schedule}` in {TIMEZONE} (the primary DC), a point-in-time check with
 no data interval; no catch-up. Trigger it by hand any time (Trigger DAG, or
@@ -57,12 +58,13 @@ green); expired certificates are listed as "kept for old recordings", never erro
 **What to do when red:** read the failure message: under each instance a `what to do:` line. An
 instance that holds a key the reference does not is **never** overwritten ("do not overwrite: this
 instance holds a key the reference does not": merge its entries into the reference's keystore first);
-otherwise back up its keystore, replicate the reference's, restart RCS there, trigger this DAG again. "The
-share is not mounted on this worker" is a mount to fix, not a keystore to copy.
+otherwise back up its keystore and replicate the reference's (`{spec.REPLICATE_DAG_ID}` copies it to the
+`drift`/`missing` instances after a second person approves), restart RCS there, trigger this DAG again.
+"The share is not mounted on this worker" is a mount to fix, not a keystore to copy.
 
-Param `parallel_reads` (default {PARALLEL_READS}, from the topology's
-`keystore_check.parallel_reads`) sets how many keystores are read at once. Passwords come from the Airflow
-connections named by `password_conn_id`; only digests and metadata are ever logged or returned. Full
+Param `parallel_reads` (default {PARALLEL_READS}, from the topology's `keystore_check.parallel_reads`)
+sets how many keystores are read at once. Passwords come from the Airflow connections named by
+`password_conn_id`; only digests and metadata are ever logged or returned. Full
 operator docs: `docs/gir_rcs_keystore_check.md`.
 """
 

@@ -40,7 +40,12 @@ def dagbag(airflow_db: Path) -> Any:
 def expected_dag_ids() -> set[str]:
     topology = load_topology()
     ids = {f"gir_es_reindex_{dc.site_slug}" for dc in topology.reindex_data_centers}
-    return ids | {"gir_speechminer_backup_ship", "gir_rcs_keystore_check", "gir_eservices_failover"}
+    return ids | {
+        "gir_speechminer_backup_ship",
+        "gir_rcs_keystore_check",
+        "gir_eservices_failover",
+        "gir_rcs_keystore_replicate",
+    }
 
 
 def test_no_import_errors(dagbag: Any) -> None:
@@ -59,6 +64,23 @@ def test_every_dag_has_tags_owner_and_operator_docs(dagbag: Any) -> None:
         assert dag.doc_md and len(dag.doc_md) > 200, (
             f"{dag_id} needs a doc_md telling operators how to run it"
         )
+
+
+def test_a_reindex_dag_is_scheduled_only_where_reindex_is_enabled(dagbag: Any) -> None:
+    """Elsewhere its timetable gives the cron's intervals to backfills and manual runs, never a run."""
+    from airflow.sdk import CronDataIntervalTimetable
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    from include.gir_ops.reindex.timetable import ManualAndBackfillOnlyTimetable
+
+    for dc in load_topology().data_centers:
+        dag = dagbag.dags[f"gir_es_reindex_{dc.site_slug}"]
+        expected = CronDataIntervalTimetable if dc.reindex.enabled else ManualAndBackfillOnlyTimetable
+        assert type(dag.timetable) is expected, f"{dag.dag_id}: {type(dag.timetable).__name__}"
+        assert dag.timetable.can_be_scheduled is dc.reindex.enabled
+        assert coerce_to_core_timetable(dag.timetable).periodic  # backfills allowed everywhere
+        assert dag.catchup is False and dag.end_date is None  # what keeps the scheduler away (timetable.py)
+    assert any(not dc.reindex.enabled for dc in load_topology().data_centers)  # the example has one
 
 
 def test_tasks_are_retried_unless_a_retry_is_unsafe_and_says_why(dagbag: Any) -> None:
@@ -137,6 +159,7 @@ PARSE_TIME_MODULES = {
     "include.gir_ops.pools",  # check_pools only; its API client is imported when the task runs
     "include.gir_ops.reindex",
     "include.gir_ops.reindex.spec",
+    "include.gir_ops.reindex.timetable",  # the schedule of a DC without reindex.enabled (core Airflow only)
     "include.gir_ops.shared",
     "include.gir_ops.topology",
 }

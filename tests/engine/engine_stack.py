@@ -57,11 +57,12 @@ API_USERS = {**UI_USERS, SERVICE_USER: SIMPLE_AUTH_MANAGER_ROLE}
 SIMPLE_AUTH_MANAGER_USERS = ",".join(f"{user}:{role}" for user, role in API_USERS.items())
 EXPECTED_DAG_IDS = (
     "gir_doctor",
-    "gir_es_reindex_dc1",  # the primary: no schedule, manual runs only (reindex.enabled is false)
+    "gir_es_reindex_dc1",  # the primary: never scheduled, backfill and manual runs (reindex.enabled false)
     "gir_es_reindex_dc2",
     "gir_es_reindex_dc3",
     "gir_eservices_failover",
     "gir_rcs_keystore_check",
+    "gir_rcs_keystore_replicate",
     "gir_speechminer_backup_ship",
 )
 TERMINAL_RUN_STATES = ("success", "failed")
@@ -147,6 +148,14 @@ TOPOLOGY_OVERRIDES: dict[str, Any] = {
         "response_timeout_minutes": 10,
         "dr_monitoring_delay_seconds": 2,
         "verify_margin_seconds": 20,
+    },
+    "keystore_replication": {
+        # As for the failover: admin may answer, so the DAG's two-person rule is what refuses a self-approval.
+        "approvers": [
+            {"id": "approver", "name": "On-call approver"},
+            {"id": "admin", "name": "Admin"},
+        ],
+        "response_timeout_minutes": 10,
     },
 }
 
