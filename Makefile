@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-deps clean venv demo-drift demo-missing demo-replicate demo-restore browser-deps jdk-deps
+.PHONY: run test lint format bench bench-deps clean venv demo-drift demo-missing demo-replicate demo-restore browser-deps jdk-deps doctor
 
 venv: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 ## The whole stack: embedded PostgreSQL, the GIR simulator, Airflow standalone. Ctrl-C stops it all.
 run: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py
+
+## The deployment doctor (DAG gir_doctor) on the running `make run` stack: the table, exit 1 when red.
+## Elsewhere, from a shell with the Airflow environment: python -m include.gir_ops.doctor
+doctor: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py doctor
 
 ## Demo: make one RCS keystore differ (INSTANCE=rcs-dc2-a), then make them all identical again.
 INSTANCE ?= rcs-dc2-a
@@ -84,7 +89,7 @@ format: $(STAMP)
 ## for the 8 GiB row (skipped, saying so, below 20 GiB). The shipping comparison needs Debian's rclone:
 ## installed when missing and run as root; otherwise make prints the command and the rclone rows say so.
 bench: $(STAMP) bench-deps
-	PYTHONPATH=$(CURDIR) $(PY) -m benchmarks
+	GIR_DEMO=1 PYTHONPATH=$(CURDIR) $(PY) -m benchmarks
 
 BENCH_PACKAGES := rclone
 bench-deps:

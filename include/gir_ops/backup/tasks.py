@@ -17,14 +17,26 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowSkipException
 
 from include.gir_ops.backup.destination import apply_retention, publish, restore_interrupted_swap, unpublish
-from include.gir_ops.backup.errors import BackupError, PublishConflict, VerificationFailed, name_problems
-from include.gir_ops.backup.freshness import check_freshness
+from include.gir_ops.backup.errors import (
+    BackupError,
+    BackupStale,
+    PublishConflict,
+    VerificationFailed,
+    name_problems,
+)
+from include.gir_ops.backup.freshness import check_freshness, stale_message
 from include.gir_ops.backup.links import lexists, refuse_link
 from include.gir_ops.backup.manifest import PublishedManifest, manifest_document, read_manifest, verify_tree
 from include.gir_ops.backup.route import ShippingRoute
 from include.gir_ops.backup.spec import MANIFEST_NAME
 from include.gir_ops.backup.transfer import CHUNK_SIZE, PROGRESS_EVERY_SECONDS, Throttle, copy_backup
-from include.gir_ops.backup.tree import ManifestEntry, SourceFile, check_backup_name, scan_backup
+from include.gir_ops.backup.tree import (
+    ManifestEntry,
+    SourceFile,
+    check_backup_name,
+    scan_backup,
+    storage_path,
+)
 from include.gir_ops.shared import fail_without_retry, format_size
 
 log = logging.getLogger(__name__)
@@ -216,16 +228,22 @@ def retention_task(route: ShippingRoute, plan: Mapping[str, Any]) -> dict[str, A
     return asdict(result)
 
 
-def freshness_task(route: ShippingRoute, *, now: float | None = None) -> dict[str, Any]:
-    """Fail (no retry) when the newest verified backup at the destination is too old."""
+def freshness_task(
+    route: ShippingRoute, *, now: float | None = None, states: Mapping[str, str | None] | None = None
+) -> dict[str, Any]:
+    """Fail (no retry) when the newest verified backup at the destination is too old, saying what the
+    source holds and which step of this run failed (``states``: this run's task states)."""
     with fail_without_retry(BackupError):
-        result = check_freshness(
-            route.destination_root(),
-            max_age_hours=route.max_age_hours,
-            site=route.to_site,
-            now=now,
-            destination_may_be_link=route.destination_may_be_link,
-        )
+        try:
+            result = check_freshness(
+                storage_path(route.destination),
+                max_age_hours=route.max_age_hours,
+                site=route.to_site,
+                now=now,
+                destination_may_be_link=route.destination_may_be_link,
+            )
+        except BackupStale as exc:
+            raise BackupStale(stale_message(exc, route, states, now=now)) from exc
     log.info(
         "newest verified backup at %s: %s, %.1f h old (limit %g h)",
         route.to_site,
