@@ -127,6 +127,9 @@ def judge_keystore(
         "dag_id": KEYSTORE_DAG_ID,
         "latest_run": _run_summary(latest, base),
     }
+    if not topology.rcs_instances:
+        result.update(state="n/a", checked_at=None, age_hours=None, ok=None, instances={}, run_url=None)
+        return result, []
     if event is None:
         result.update(state="unknown", checked_at=None, age_hours=None, ok=None, instances={}, run_url=None)
         return result, ["no RCS keystore check has reported yet (gir_rcs_keystore_check)"]
@@ -398,7 +401,7 @@ def judge(
         )
     reasons += failover_reasons
     if standby is None:
-        verdict_text, ready = "no standby DC: the topology has one data center", False
+        verdict_text, ready, reasons = "no standby DC: the topology has one data center", False, []
     elif reasons:
         verdict_text, ready = f"{standby} not ready: " + "; ".join(reasons), False
     else:

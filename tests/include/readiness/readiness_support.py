@@ -76,9 +76,10 @@ class Dags:
         from include.gir_ops.shared import format_utc
 
         dc = self.gir.topology.site(site)
+        # A logical date per range: dag.test() deletes an earlier run with the same logical date (also None).
         return self.run(
             f"gir_es_reindex_{dc.site_slug}",
-            logical_date=None,
+            logical_date=end,
             run_conf={"from": format_utc(start), "to": format_utc(end), **conf},
         )
 

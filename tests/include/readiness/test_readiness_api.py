@@ -354,7 +354,8 @@ def test_a_gap_link_opens_a_reindex_of_exactly_that_range(api: Any, dags: Dags, 
     assert refused.status_code == 400 and "DC1" in refused.json()["detail"]
     # That conf, run, re-indexes exactly the gap of exactly that pair: the pair is complete, the others not.
     posts_before = len(sim.posts("DC2", "/contact-centers/"))
-    assert str(dags.run("gir_es_reindex_dc2", logical_date=None, run_conf=conf).state) == "success"
+    gap_run = dags.run("gir_es_reindex_dc2", logical_date=gap[1] + timedelta(minutes=1), run_conf=conf)
+    assert str(gap_run.state) == "success"
     sent = sim.posts("DC2", "/contact-centers/")[posts_before:]
     assert {r["path"].rsplit("/", 2)[1] for r in sent} == {CC_B}
     assert {r["path"].rsplit("/", 1)[1] for r in sent} == {"screen-recordings"}
