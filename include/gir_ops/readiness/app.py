@@ -63,7 +63,6 @@ async def require_reader(
 
 def create_app(probes: ProbeCache | None = None) -> FastAPI:
     """The app; ``probes`` is the RWS probe cache (one per app, so the 30 s cache is shared by all)."""
-    cache = probes or ProbeCache()
     app = FastAPI(
         title="GIR readiness",
         description="Can the standby DC take over? Read-only; needs read access to DAG runs.",
@@ -72,7 +71,7 @@ def create_app(probes: ProbeCache | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.probes = cache
+    app.state.probes = probes or ProbeCache()
 
     def current_status(request: Request) -> dict[str, Any]:
         from airflow.utils.session import create_session
@@ -84,7 +83,7 @@ def create_app(probes: ProbeCache | None = None) -> FastAPI:
         now = datetime.now(UTC)
         with create_session() as session:
             inputs = collect(session, topology, now)
-        probed = cache.probe_all(topology.data_centers)
+        probed = request.app.state.probes.probe_all(topology.data_centers)
         return judge(topology, inputs, probed, now=now, base=airflow_base(request))
 
     @app.get("/", response_class=HTMLResponse)
