@@ -30,6 +30,18 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def normalized(value: Any) -> tuple[str, str, int, int] | None:
+    """A send return value as (contact center, kind, start, end in epoch seconds), parsed once; None when
+    it is not one. Integers: a year of values is merged with integer comparisons, not datetime ones."""
+    if not isinstance(value, Mapping):
+        return None
+    cc, kind = value.get("contact_center_id"), value.get("kind")
+    start, end = parse_time(value.get("from")), parse_time(value.get("to"))
+    if not isinstance(cc, str) or not isinstance(kind, str) or start is None or end is None:
+        return None
+    return cc, kind, int(start.timestamp()), int(end.timestamp())
+
+
 def floor_hour(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -63,9 +75,9 @@ class PairCoverage:
         }
 
 
-def merge(ranges: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-    """Overlapping or touching ranges joined; sorted."""
-    merged: list[tuple[datetime, datetime]] = []
+def merge(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping or touching ranges (epoch seconds) joined; sorted."""
+    merged: list[tuple[int, int]] = []
     for start, end in sorted(r for r in ranges if r[1] > r[0]):
         if merged and start <= merged[-1][1]:
             if end > merged[-1][1]:
@@ -75,33 +87,37 @@ def merge(ranges: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, d
     return merged
 
 
+def _at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
 def pair_coverage(
     contact_center_id: str,
     kind: str,
-    ranges: Iterable[tuple[datetime, datetime]],
+    ranges: Iterable[tuple[int, int]],
     start: datetime,
     end: datetime,
 ) -> PairCoverage:
-    """Coverage of [start, end) (whole hours) by ``ranges``."""
-    covered = 0.0
+    """Coverage of [start, end) (whole hours) by ``ranges`` (epoch seconds)."""
+    lo, hi = int(start.timestamp()), int(end.timestamp())
+    covered = 0
     missing: list[tuple[datetime, datetime]] = []
-    cursor = start
+    cursor = lo
     for first, last in merge(ranges):
-        a, b = max(first, start), min(last, end)
+        a, b = max(first, lo), min(last, hi)
         if b <= a:
             continue
         if a > cursor:
-            missing.append((cursor, a))
-        covered += (b - a) / HOUR
+            missing.append((_at(cursor), _at(a)))
+        covered += b - a
         cursor = max(cursor, b)
-    if cursor < end:
-        missing.append((cursor, end))
-    expected = int((end - start) / HOUR)
-    return PairCoverage(contact_center_id, kind, expected, int(covered), tuple(missing))
+    if cursor < hi:
+        missing.append((_at(cursor), end))
+    return PairCoverage(contact_center_id, kind, (hi - lo) // 3600, covered // 3600, tuple(missing))
 
 
 def coverage(
-    returned: Iterable[Mapping[str, Any]],
+    returned: Iterable[Any],
     *,
     contact_centers: Iterable[str],
     kinds: Iterable[str],
@@ -110,18 +126,18 @@ def coverage(
 ) -> list[PairCoverage]:
     """Every (contact center, kind) the DC should have re-indexed over [start, end).
 
+    ``returned``: send return values, as dicts or already ``normalized``.
     ``contact_centers`` is the topology's list; when it is empty (discovered at run time) the contact
     centers the runs themselves reported are used.
     """
-    by_pair: dict[tuple[str, str], list[tuple[datetime, datetime]]] = {}
-    seen_centers: list[str] = []
+    by_pair: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    seen_centers: dict[str, None] = {}
     for value in returned:
-        cc, kind = value.get("contact_center_id"), value.get("kind")
-        a, b = parse_time(value.get("from")), parse_time(value.get("to"))
-        if not isinstance(cc, str) or not isinstance(kind, str) or a is None or b is None:
+        item = value if isinstance(value, tuple) else normalized(value)
+        if item is None:
             continue
-        if cc not in seen_centers:
-            seen_centers.append(cc)
+        cc, kind, a, b = item
+        seen_centers[cc] = None
         by_pair.setdefault((cc, kind), []).append((a, b))
     centers = list(contact_centers) or sorted(seen_centers)
     return [

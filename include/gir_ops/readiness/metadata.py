@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import String, and_, cast, or_, select
 from sqlalchemy.orm import Session
 
 RETURN_VALUE = "return_value"
@@ -80,24 +80,54 @@ def latest_run(session: Session, dag_id: str) -> dict[str, Any] | None:
     }
 
 
-def task_returns(session: Session, dag_id: str, task_id: str, since: datetime) -> list[Any]:
+# Decoded return values by (run pk, task, map index, written at). An XCom row is never changed in place (a
+# cleared task's row is deleted, its rerun writes a new one with a new timestamp), so a decoded value stays
+# right for as long as its key is returned; a page refresh then decodes only what is new.
+_DECODED: dict[tuple[int, str, int, Any], Any] = {}
+_DECODED_MAX = 500_000
+
+
+def task_returns(
+    session: Session, dag_id: str, task_id: str, since: datetime, decode: Any = None
+) -> list[Any]:
     """Return values of ``task_id`` (every map index) in runs of ``dag_id`` that ended after ``since``
-    (or have not ended), written after ``since``."""
+    (or have not ended), written after ``since``; each decoded once per process (``decode`` shapes it)."""
     from airflow.models.dagrun import DagRun
     from airflow.models.xcom import XComModel
 
     recent_runs = select(DagRun.id).where(
         DagRun.dag_id == dag_id, or_(DagRun.end_date >= since, DagRun.end_date.is_(None))
     )
-    rows = session.scalars(
-        select(XComModel.value).where(
-            XComModel.dag_run_id.in_(recent_runs),
-            XComModel.task_id == task_id,
-            XComModel.key == RETURN_VALUE,
-            XComModel.timestamp >= since,
-        )
+    # The key is compared here, not in SQL: with it in the WHERE clause SQLite walks the index on ``key``
+    # (every return value of every task ever) instead of the primary key (run, task, map index, key).
+    where = (
+        XComModel.dag_run_id.in_(recent_runs),
+        XComModel.task_id == task_id,
+        XComModel.timestamp >= since,
     )
-    return [_value(raw) for raw in rows]
+    # The write time as the database stores it: part of the cache key only, so never converted.
+    written = cast(XComModel.timestamp, String)
+    columns = (XComModel.dag_run_id, XComModel.map_index, written.label("written"), XComModel.key)
+    keys = [
+        (row.dag_run_id, task_id, row.map_index, row.written)
+        for row in session.execute(select(*columns).where(*where))
+        if row.key == RETURN_VALUE
+    ]
+    missing_runs = {key[0] for key in keys if key not in _DECODED}
+    if missing_runs:
+        if len(_DECODED) + len(keys) > _DECODED_MAX:
+            _DECODED.clear()
+        rows = session.execute(
+            select(*columns, XComModel.value).where(*where, XComModel.dag_run_id.in_(missing_runs))
+        )
+        for row in rows:
+            if row.key != RETURN_VALUE:
+                continue
+            value = _value(row.value)
+            _DECODED[(row.dag_run_id, task_id, row.map_index, row.written)] = (
+                decode(value) if decode else value
+            )
+    return [_DECODED[key] for key in keys if key in _DECODED]
 
 
 def task_return(session: Session, dag_id: str, run_id: str, task_id: str) -> Any:

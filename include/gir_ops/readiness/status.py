@@ -83,7 +83,9 @@ def collect(session: Any, topology: Topology, now: datetime) -> Inputs:
     for dc in topology.reindex_data_centers:
         start, _ = coverage_window(dc, now)
         dag_id = reindex_dag_id(dc)
-        inputs.reindex_returns[dc.site] = md.task_returns(session, dag_id, SEND_TASK_ID, start)
+        inputs.reindex_returns[dc.site] = md.task_returns(
+            session, dag_id, SEND_TASK_ID, start, decode=cov.normalized
+        )
         inputs.reindex_runs[dc.site] = md.latest_run(session, dag_id)
     if topology.failover is not None:
         last = md.last_finished_run(session, FAILOVER_DAG_ID)
@@ -245,7 +247,7 @@ def judge_reindex(
         return {"enabled": False}, []
     start, end = coverage_window(dc, now)
     pairs = cov.coverage(
-        (v for v in inputs.reindex_returns.get(dc.site, []) if isinstance(v, Mapping)),
+        inputs.reindex_returns.get(dc.site, []),
         contact_centers=dc.rws.contact_centers,
         kinds=dc.reindex_kinds,
         start=start,

@@ -22,7 +22,8 @@ def hours(n: int) -> timedelta:
 
 
 def test_coverage_merges_overlaps_and_names_each_gap() -> None:
-    ranges = [(T0, T0 + hours(5)), (T0 + hours(3), T0 + hours(8)), (T0 + hours(10), T0 + hours(12))]
+    spans = [(T0, T0 + hours(5)), (T0 + hours(3), T0 + hours(8)), (T0 + hours(10), T0 + hours(12))]
+    ranges = [(int(a.timestamp()), int(b.timestamp())) for a, b in spans]
     pair = cov.pair_coverage("ab", "recordings", ranges, T0 - hours(2), T0 + hours(14))
     assert (pair.expected_hours, pair.covered_hours) == (16, 10)
     assert pair.missing == (
@@ -131,3 +132,31 @@ def test_a_reindex_link_is_checked_before_it_is_offered(monkeypatch: pytest.Monk
     ):
         with pytest.raises(ValueError, match=named):
             reindex_conf(*args)
+
+
+def test_loading_the_plugin_does_not_import_the_web_app() -> None:
+    """Every task runner loads the plugins: only the API server, asking for ``fastapi_apps``, builds it."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import sys\n"
+        "import plugins.gir_readiness as p\n"
+        "assert 'fastapi' not in sys.modules and 'include.gir_ops.readiness.app' not in sys.modules\n"
+        "(app,) = p.GirReadinessPlugin().fastapi_apps\n"
+        "assert app['url_prefix'] == '/gir-readiness' and type(app['app']).__name__ == 'FastAPI'\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
