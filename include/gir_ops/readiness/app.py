@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -93,8 +93,9 @@ def create_app(probes: ProbeCache | None = None) -> FastAPI:
         return HTMLResponse(render_page(current_status(request), days=COVERAGE_DAYS))
 
     @app.get("/api/status")
-    def api_status(request: Request) -> JSONResponse:
-        return JSONResponse(json.loads(json.dumps(current_status(request), default=str)))
+    def api_status(request: Request) -> Response:
+        body = json.dumps(current_status(request), default=str)
+        return Response(body, media_type="application/json")
 
     @app.get("/metrics")
     def metrics(request: Request) -> Response:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, cast, or_, select
+from sqlalchemy import String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 RETURN_VALUE = "return_value"
@@ -80,54 +80,69 @@ def latest_run(session: Session, dag_id: str) -> dict[str, Any] | None:
     }
 
 
-# Decoded return values by (run pk, task, map index, written at). An XCom row is never changed in place (a
-# cleared task's row is deleted, its rerun writes a new one with a new timestamp), so a decoded value stays
-# right for as long as its key is returned; a page refresh then decodes only what is new.
-_DECODED: dict[tuple[int, str, int, Any], Any] = {}
-_DECODED_MAX = 500_000
+# Decoded return values per run: (dag_id, task_id, run pk) -> (signature, values). An XCom row is never
+# changed in place (a cleared task's row is deleted, its rerun writes a new one), so a run whose rows have
+# the same count and newest write time as when they were decoded still has the same values: a page refresh
+# reads one row per run and decodes only what is new.
+_DECODED: dict[tuple[str, str, int], tuple[tuple[int, str], list[Any]]] = {}
+_DECODED_MAX_RUNS = 20_000
 
 
 def task_returns(
     session: Session, dag_id: str, task_id: str, since: datetime, decode: Any = None
-) -> list[Any]:
-    """Return values of ``task_id`` (every map index) in runs of ``dag_id`` that ended after ``since``
-    (or have not ended), written after ``since``; each decoded once per process (``decode`` shapes it)."""
+) -> tuple[tuple[tuple[int, int, str], ...], list[Any]]:
+    """Return values of ``task_id`` (every map index) in runs of ``dag_id`` that ended after ``since`` (or
+    have not ended), written after ``since``, each decoded once per process (``decode`` shapes it).
+
+    Also returns the runs' signature (run pk, rows, newest write), which changes whenever the values do.
+    """
     from airflow.models.dagrun import DagRun
     from airflow.models.xcom import XComModel
 
     recent_runs = select(DagRun.id).where(
         DagRun.dag_id == dag_id, or_(DagRun.end_date >= since, DagRun.end_date.is_(None))
     )
-    # The key is compared here, not in SQL: with it in the WHERE clause SQLite walks the index on ``key``
-    # (every return value of every task ever) instead of the primary key (run, task, map index, key).
+    # The key is compared in Python, not in SQL: with it in the WHERE clause SQLite walks the index on
+    # ``key`` (every return value of every task ever) instead of the primary key (run, task, map index, key).
     where = (
         XComModel.dag_run_id.in_(recent_runs),
         XComModel.task_id == task_id,
         XComModel.timestamp >= since,
     )
-    # The write time as the database stores it: part of the cache key only, so never converted.
-    written = cast(XComModel.timestamp, String)
-    columns = (XComModel.dag_run_id, XComModel.map_index, written.label("written"), XComModel.key)
-    keys = [
-        (row.dag_run_id, task_id, row.map_index, row.written)
-        for row in session.execute(select(*columns).where(*where))
-        if row.key == RETURN_VALUE
+    written = func.max(cast(XComModel.timestamp, String))  # as stored: a signature, never converted
+    signature = tuple(
+        (row[0], row[1], row[2])
+        for row in session.execute(
+            select(XComModel.dag_run_id, func.count(), written)
+            .where(*where)
+            .group_by(XComModel.dag_run_id)
+            .order_by(XComModel.dag_run_id)
+        )
+    )
+    stale = [
+        pk
+        for pk, count, newest in signature
+        if _DECODED.get((dag_id, task_id, pk), ((),))[0] != (count, newest)
     ]
-    missing_runs = {key[0] for key in keys if key not in _DECODED}
-    if missing_runs:
-        if len(_DECODED) + len(keys) > _DECODED_MAX:
+    if stale:
+        if len(_DECODED) + len(stale) > _DECODED_MAX_RUNS:
             _DECODED.clear()
+            stale = [pk for pk, _, _ in signature]
+        fresh: dict[int, list[Any]] = {pk: [] for pk in stale}
         rows = session.execute(
-            select(*columns, XComModel.value).where(*where, XComModel.dag_run_id.in_(missing_runs))
+            select(XComModel.dag_run_id, XComModel.key, XComModel.value).where(
+                *where, XComModel.dag_run_id.in_(stale)
+            )
         )
         for row in rows:
-            if row.key != RETURN_VALUE:
-                continue
-            value = _value(row.value)
-            _DECODED[(row.dag_run_id, task_id, row.map_index, row.written)] = (
-                decode(value) if decode else value
-            )
-    return [_DECODED[key] for key in keys if key in _DECODED]
+            if row.key == RETURN_VALUE:
+                value = _value(row.value)
+                fresh[row.dag_run_id].append(decode(value) if decode else value)
+        wanted = {pk: (count, newest) for pk, count, newest in signature}
+        for pk, values in fresh.items():
+            _DECODED[(dag_id, task_id, pk)] = (wanted[pk], values)
+    values = [v for pk, _, _ in signature for v in _DECODED[(dag_id, task_id, pk)][1]]
+    return signature, values
 
 
 def task_return(session: Session, dag_id: str, run_id: str, task_id: str) -> Any:

@@ -60,6 +60,8 @@ class Inputs:
     backup_event: dict[str, Any] | None = None
     backup_run: dict[str, Any] | None = None
     reindex_returns: dict[str, list[Any]] = field(default_factory=dict)  # site -> send return values
+    # site -> what those values were read from (changes whenever they do); None: not from the database
+    reindex_signatures: dict[str, Any] = field(default_factory=dict)
     reindex_runs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     failover_last: dict[str, Any] | None = None
     failover_audit: Any = None
@@ -83,9 +85,9 @@ def collect(session: Any, topology: Topology, now: datetime) -> Inputs:
     for dc in topology.reindex_data_centers:
         start, _ = coverage_window(dc, now)
         dag_id = reindex_dag_id(dc)
-        inputs.reindex_returns[dc.site] = md.task_returns(
-            session, dag_id, SEND_TASK_ID, start, decode=cov.normalized
-        )
+        signature, values = md.task_returns(session, dag_id, SEND_TASK_ID, start, decode=cov.normalized)
+        inputs.reindex_returns[dc.site] = values
+        inputs.reindex_signatures[dc.site] = signature
         inputs.reindex_runs[dc.site] = md.latest_run(session, dag_id)
     if topology.failover is not None:
         last = md.last_finished_run(session, FAILOVER_DAG_ID)
@@ -239,13 +241,16 @@ def trigger_link(base: str, dc: DataCenter, pair: tuple[str, str], gap: tuple[da
     return f"{base}{URL_PREFIX}/reindex?{query}"
 
 
-def judge_reindex(
-    dc: DataCenter, inputs: Inputs, now: datetime, base: str
-) -> tuple[dict[str, Any], list[str]]:
-    """Hours covered of hours expected per contact center and kind over the last 30 days."""
-    if not dc.reindex.enabled:
-        return {"enabled": False}, []
-    start, end = coverage_window(dc, now)
+# Coverage of unchanged inputs over an unchanged window is the same: (site, window, signature, contact
+# centers, kinds) -> pairs. Only inputs read from the database (with a signature) are remembered.
+_COVERAGE: dict[tuple[Any, ...], list[cov.PairCoverage]] = {}
+
+
+def _pairs(dc: DataCenter, inputs: Inputs, start: datetime, end: datetime) -> list[cov.PairCoverage]:
+    signature = inputs.reindex_signatures.get(dc.site)
+    key = (dc.site, start, end, signature, tuple(dc.rws.contact_centers), dc.reindex_kinds)
+    if signature is not None and key in _COVERAGE:
+        return _COVERAGE[key]
     pairs = cov.coverage(
         inputs.reindex_returns.get(dc.site, []),
         contact_centers=dc.rws.contact_centers,
@@ -253,6 +258,21 @@ def judge_reindex(
         start=start,
         end=end,
     )
+    if signature is not None:
+        if len(_COVERAGE) >= 16:
+            _COVERAGE.clear()
+        _COVERAGE[key] = pairs
+    return pairs
+
+
+def judge_reindex(
+    dc: DataCenter, inputs: Inputs, now: datetime, base: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Hours covered of hours expected per contact center and kind over the last 30 days."""
+    if not dc.reindex.enabled:
+        return {"enabled": False}, []
+    start, end = coverage_window(dc, now)
+    pairs = _pairs(dc, inputs, start, end)
     expected = sum(p.expected_hours for p in pairs)
     covered = sum(p.covered_hours for p in pairs)
     rows = []
