@@ -8,6 +8,8 @@ really run first (Celery worker, simulator), so the page shows what they recorde
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, quote, urlsplit
+
 import pytest
 from engine_stack import EngineStack
 from selenium.common.exceptions import NoSuchElementException
@@ -24,6 +26,7 @@ __all__ = ["browser"]  # the fixture, imported for this module's tests
 
 KEYSTORE_DAG = "gir_rcs_keystore_check"
 SHIP_DAG = "gir_speechminer_backup_ship"
+REINDEX_DAG = "gir_es_reindex_dc2"
 
 
 def nav_entry(driver: WebDriver, name: str, timeout: float = 30) -> WebElement:
@@ -90,8 +93,35 @@ def test_readiness_page_from_the_navigation_shows_each_dc(engine: EngineStack, b
         gap = browser.find_element(By.CSS_SELECTOR, "table.coverage a")
     except NoSuchElementException:
         raise AssertionError(f"no re-index link on the page:\n{page_text(browser)[:2000]}") from None
-    assert f"{URL_PREFIX}/reindex?site=DC2" in (gap.get_attribute("href") or "")
+    href = gap.get_attribute("href") or ""
+    assert f"{URL_PREFIX}/reindex?site=DC2" in href
     browser.switch_to.default_content()
     browser.set_window_size(1400, 1300)
     path = screenshot(browser, "readiness")
     assert path.stat().st_size > 10_000
+
+    # The gap's link opens, inside Airflow's frame, the re-index of exactly that range; its button
+    # triggers it through the REST API in the user's own session.
+    browser.switch_to.frame(browser.find_elements(By.TAG_NAME, "iframe")[0])
+    browser.find_element(By.CSS_SELECTOR, "table.coverage a").click()
+    wait_for_text(browser, "Trigger re-index", "gir_es_reindex_dc2")
+    browser.find_element(By.ID, "trigger").click()
+    wait_for_text(browser, "Triggered: run manual__")
+    browser.switch_to.default_content()
+    screenshot(browser, "readiness-reindex-triggered")
+    browser.switch_to.frame(browser.find_elements(By.TAG_NAME, "iframe")[0])
+    run_id = browser.find_element(By.CSS_SELECTOR, "#result a").text.removeprefix("run ")
+    admin = engine.api("admin")
+    run = admin.run(REINDEX_DAG, run_id)
+    query = parse_qs(urlsplit(href).query)
+    assert run["conf"] == {
+        "from": query["from"][0],
+        "to": query["to"][0],
+        "contact_centers": query["contact_center_id"],
+        "kinds": query["kind"],
+        "purge_old": False,
+    }
+    assert run["triggering_user_name"] == "oncall"
+    # Leave the engine as found (the helper's request() would parse the empty 204 body as JSON).
+    path = f"{admin.base_url}/api/v2/dags/{REINDEX_DAG}/dagRuns/{quote(run_id, safe='')}"
+    assert admin.session.delete(path, timeout=30).status_code == 204
