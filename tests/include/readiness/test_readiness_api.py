@@ -21,7 +21,8 @@ import pytest
 from include.gir_ops.readiness.spec import URL_PREFIX
 from include.gir_ops.readiness.status import coverage_window
 from include.gir_ops.shared import format_utc as _utc
-from tests.conftest import SimulatedGir
+from include.gir_ops.topology import load_topology
+from tests.conftest import DEFAULT_TOPOLOGY, SimulatedGir
 from tests.include.readiness.readiness_support import (
     Dags,
     bearer,
@@ -36,15 +37,19 @@ pytestmark = pytest.mark.usefixtures("airflow_api")
 STATUS = f"{URL_PREFIX}/api/status"
 METRICS = f"{URL_PREFIX}/metrics"
 PAGE = f"{URL_PREFIX}/"
-CC_A, CC_B = "9a4c1e3f0b", "5d21f07c88"
+# DC2's contact centers in the example topology the simulator serves.
+CC_A, CC_B = load_topology(DEFAULT_TOPOLOGY).site("DC2").rws.contact_centers[:2]
 
 
 @pytest.fixture
 def sim(gir_factory: Callable[..., SimulatedGir], tmp_path: Path) -> SimulatedGir:
-    """The default three DCs; shipping polls fast; the failover's approval times out in a minute."""
+    """The default three DCs; shipping polls fast and trusts the ready marker; the failover's approval
+    times out in a minute."""
     gir = gir_factory(
         {
-            "shipping": {"poll_seconds": 0.2},
+            # With SpeechMiner's completion marker a finished backup ships at once (without it, only
+            # after quiet_minutes of no change).
+            "shipping": {"poll_seconds": 0.2, "ready_marker": "_BACKUP_COMPLETE"},
             "failover": {
                 "approvers": [{"id": "approver", "name": "On-call approver"}],
                 "response_timeout_minutes": 1,
