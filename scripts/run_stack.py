@@ -277,6 +277,8 @@ def banner(
         "gir-ops stack is up",
         "",
         f"  Airflow UI        http://127.0.0.1:{port}/",
+        f"  GIR readiness     http://127.0.0.1:{port}/gir-readiness/  (in the UI navigation; "
+        "api/status, metrics)",
         "  Logins (local demo users; trigger failover as admin, approve as approver):",
         *logins,
         f"    (from {paths.airflow_home / 'simple_auth_manager_passwords.json.generated'})",
