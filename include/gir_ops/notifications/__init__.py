@@ -153,7 +153,8 @@ def deadline_alert(topology: Topology, dag_id: str) -> DeadlineAlert | None:
 
 
 def cron_period(cron: str, timezone: str) -> timedelta:
-    """The longest gap between two ticks of ``cron`` over a sample week (DST and irregular crons alike)."""
+    """The longest gap between two consecutive ticks of ``cron`` (wall clock) over a sample of ticks: the
+    period of a regular schedule, the longest one of an irregular one (weekdays only: 3 days)."""
     from datetime import datetime
     from zoneinfo import ZoneInfo
 

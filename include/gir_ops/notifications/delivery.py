@@ -42,12 +42,25 @@ def _apprise(route: Route, conn: object) -> object:
     return target
 
 
-def deliver(route: Route, message: Message) -> bool:
-    """Send ``message``; True when Apprise says a service took it. Logs and returns False otherwise."""
+def connection(route: Route) -> object | None:
+    """The route's Apprise connection, or None (logged) when it cannot be read: nothing to send through."""
     try:
         from airflow.sdk import BaseHook
 
-        target = _apprise(route, BaseHook.get_connection(route.conn_id))
+        return BaseHook.get_connection(route.conn_id)
+    except Exception as exc:
+        _failed(route, None, exc)
+        return None
+
+
+def deliver(route: Route, message: Message, conn: object | None = None) -> bool:
+    """Send ``message``; True when Apprise says a service took it. Logs and returns False otherwise."""
+    try:
+        if conn is None:
+            from airflow.sdk import BaseHook
+
+            conn = BaseHook.get_connection(route.conn_id)
+        target = _apprise(route, conn)
         sent = target.notify(  # type: ignore[attr-defined]
             body=message.body, title=message.title, notify_type=message.notify_type, tag=route.apprise_tag
         )
@@ -85,7 +98,7 @@ def _result(route: Route, message: Message, sent: bool) -> bool:
     return False
 
 
-def _failed(route: Route, message: Message, exc: Exception) -> bool:
+def _failed(route: Route, message: Message | None, exc: Exception) -> bool:
     from include.gir_ops.notifications.scrub import one_line
 
     log.error(
@@ -95,6 +108,6 @@ def _failed(route: Route, message: Message, exc: Exception) -> bool:
         route.conn_id,
         type(exc).__name__,
         one_line(exc),
-        message.title,
+        message.title if message is not None else "(not built)",
     )
     return False

@@ -38,12 +38,16 @@ class GirNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         """Build and send; log and return on any error (a notification never fails a task or a run)."""
         try:
-            from include.gir_ops.notifications.delivery import Route, deliver
+            from include.gir_ops.notifications.delivery import Route, connection, deliver
             from include.gir_ops.notifications.scrub import known_secrets
 
+            route = Route(self.event, self.conn_id, self.tag)
+            conn = connection(route)
+            if conn is None:  # logged: no channel to send through, so nothing is read or built
+                return
             message = self.build(context, known_secrets([*self.secret_conn_ids, self.conn_id]))
             if message is not None:
-                deliver(Route(self.event, self.conn_id, self.tag), message)
+                deliver(route, message, conn)
         except Exception as exc:
             log.error(
                 "Notification %s could not be built or sent (%s); the run goes on",
