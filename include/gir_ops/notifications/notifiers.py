@@ -35,6 +35,17 @@ class GirNotifier(BaseNotifier):
     def build(self, context: Mapping[str, Any], secrets: list[str]) -> Any:
         raise NotImplementedError
 
+    def __call__(self, *args: Any) -> None:
+        """As a callback: nothing to render (no template fields), and nothing may escape into the caller.
+
+        ``BaseNotifier.__call__`` renders templates first with the context's DAG (under ``dag.test()`` a
+        serialized DAG that cannot) and re-raises what ``notify`` raised; a notification must do neither.
+        """
+        try:
+            self.notify(args[0] if len(args) == 1 else {"dag": args[0] if args else None})
+        except Exception as exc:
+            log.error("Notification %s failed (%s); the run goes on", self.event, type(exc).__name__)
+
     def notify(self, context: Any) -> None:
         """Build and send; log and return on any error (a notification never fails a task or a run)."""
         try:

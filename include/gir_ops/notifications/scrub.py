@@ -53,16 +53,12 @@ def scrub(text: object, secrets: Iterable[str] = ()) -> str:
 
 
 def one_line(text: object, secrets: Iterable[str] = (), limit: int = MAX_LINE) -> str:
-    """The first non-empty line of scrubbed ``text``, at most ``limit`` characters, with how much was cut."""
+    """Scrubbed ``text`` as one line (its lines joined by " / "), at most ``limit`` characters."""
     lines = [line.strip() for line in scrub(text, secrets).splitlines() if line.strip()]
-    if not lines:
-        return ""
-    first = lines[0]
-    if len(first) > limit:
-        first = first[: limit - 1] + "…"
-    if len(lines) > 1:
-        first += f" (+{len(lines) - 1} more line{'s' if len(lines) > 2 else ''} in the task log)"
-    return first
+    joined = " / ".join(lines)
+    if len(joined) > limit:
+        joined = joined[: limit - 1] + "…"
+    return joined
 
 
 def _airflow_redact(value: str) -> str:
