@@ -143,3 +143,84 @@ def test_a_broken_channel_is_logged_and_the_run_ends_as_it_would(
     assert "Notification run_failed NOT delivered" in caplog.text
     assert receiver.received() == []
     _ = json  # (kept for symmetry with the failover tests below)
+
+
+# --- the failover: approval waiting (HITL notifier) and the outcome -----------------------------------
+
+from tests.dags import test_failover_dag as failover_support  # noqa: E402 - the failover tests' harness
+
+api = failover_support.api  # the fixtures: the API app, the fast simulated deployment, the parsed DAG
+fast_gir = failover_support.fast_gir
+failover_dag = failover_support.failover_dag
+
+
+def test_the_approver_is_told_what_waits_and_everyone_how_it_ended(
+    failover_dag: Any, fast_gir: SimulatedGir, api: Any, receiver: NotificationReceiver
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def read_the_message_then_approve(run: failover_support.FailoverRun) -> None:
+        seen["run_id"] = run.wait_for_approval_request()
+        seen["approval"] = wait_for_messages(receiver, 1, title_contains="APPROVAL WAITING")
+        seen["answer"] = run.respond(api, "approver", "Approve")
+
+    run = failover_support.FailoverRun(
+        failover_dag,
+        failover_support.conf("DC2", dry_run=True, change_ticket="CHG-77"),
+        triggered_by="oncall",
+    )
+    dag_run = run.run(read_the_message_then_approve)
+    assert str(dag_run.state) == "success"
+    assert seen["answer"].status_code == 200, seen["answer"].text
+
+    (approval,) = seen["approval"]
+    text = full_text(approval)
+    assert approval["type"] == "warning"
+    assert approval["title"].startswith("[gir-ops] APPROVAL WAITING: eServices failover DC1 → DC2 (DRY RUN)")
+    assert "Requested by: oncall" in text
+    assert "Target: DC2" in text
+    assert "Reason: DC1 Interaction Server down since 02:10" in text
+    assert "Approvers: approver, second (never the requester)" in text
+    assert "No answer within 1 min counts as a rejection." in text
+    # Pre-flight found no keystore check and no shipped backup in this fresh deployment: both are warned of.
+    warnings = text.split("Pre-flight warnings:")[1].split("Approve or reject:")[0]
+    assert warnings.count("\n- ") >= 1 and "keystore" in warnings.lower(), warnings
+    link = text.split("Approve or reject: ")[1].splitlines()[0]
+    run_id = seen["run_id"]
+    assert link.startswith("http")
+    assert link.endswith("/tasks/approve_failover/required_actions?map_index=-1"), link
+    assert "/dags/gir_eservices_failover/runs/" in link
+
+    (outcome,) = wait_for_messages(receiver, 1, title_contains="FAILOVER")
+    text = full_text(outcome)
+    assert outcome["type"] == "success"
+    assert outcome["title"] == "[gir-ops] FAILOVER DRY-RUN: gir_eservices_failover to DC2"
+    assert "Outcome: dry-run" in text and "Requested by: oncall" in text and "Target: DC2" in text
+    assert "Audit record: /" in text or "Audit record: file:" in text
+    assert run_id.split("+")[0][:10] in text
+    assert not [m for m in receiver.received() if "FAILED" in (m["title"] or "")], "a dry run did not fail"
+    _assert_no_secret(
+        "\n".join(full_text(m) for m in receiver.received()),
+        [fast_gir.ops_password, fast_gir.keystore_password],
+    )
+
+
+def test_an_approval_notification_that_cannot_be_delivered_does_not_hold_up_the_approval(
+    failover_dag: Any, fast_gir: SimulatedGir, api: Any, receiver: NotificationReceiver, caplog: Any
+) -> None:
+    receiver.fail_with = 500
+
+    def approve(run: failover_support.FailoverRun) -> None:
+        run.wait_for_approval_request()
+        run.respond(api, "approver", "Approve")
+
+    with caplog.at_level(logging.ERROR):
+        dag_run = failover_support.FailoverRun(
+            failover_dag, failover_support.conf("DC2", dry_run=True), triggered_by="oncall"
+        ).run(approve)
+    assert str(dag_run.state) == "success"
+    assert failover_support.states(dag_run)["approve_failover"] == "success"
+    assert receiver.received() == []
+    logged = caplog.text
+    assert "Notification approval_waiting NOT delivered" in logged
+    assert "Notification failover_outcome NOT delivered" in logged

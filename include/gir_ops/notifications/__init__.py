@@ -72,33 +72,42 @@ def dag_kwargs(
     """Keyword arguments for ``@dag``: callbacks, Deadline Alert and ``default_args`` (given ones kept)."""
     kwargs: dict[str, Any] = {}
     task_defaults = dict(default_args or {})
-    failure: list[Any] = []
-    success: list[Any] = []
-    run_failed = _notifier(RunFailedNotifier, topology, "run_failed")
-    if run_failed is not None:
-        failure.append(run_failed)
-        task_defaults.setdefault("on_failure_callback", record_failure)
     if dag_id == FAILOVER_DAG_ID:
-        outcome = _notifier(
-            FailoverOutcomeNotifier,
-            topology,
-            "failover_outcome",
-            audit_task_id="audit",
-            preflight_task_id="preflight",
-        )
-        if outcome is not None:
-            failure.append(outcome)
-            success.append(outcome)
-    if failure:
-        kwargs["on_failure_callback"] = failure
-    if success:
-        kwargs["on_success_callback"] = success
+        _failover_callbacks(topology, task_defaults)
+    else:
+        run_failed = _notifier(RunFailedNotifier, topology, "run_failed")
+        if run_failed is not None:
+            kwargs["on_failure_callback"] = [run_failed]
+            task_defaults.setdefault("on_failure_callback", record_failure)
     if default_args is not None or task_defaults:
         kwargs["default_args"] = task_defaults
     alert = deadline_alert(topology, dag_id)
     if alert is not None:
         kwargs["deadline"] = alert
     return kwargs
+
+
+def _failover_callbacks(topology: Topology, task_defaults: dict[str, Any]) -> None:
+    """The failover's messages come from its ``outcome`` task, which always runs last (all_done) and fails
+    exactly when the run fails: its success and failure callbacks send the outcome, its failure callback
+    the run-failed message too. (A DAG-level callback cannot be used here: Airflow 3.3 builds its context
+    by validating the DAG's params, and the failover's required params without defaults make that raise
+    under ``dag.test()``.)"""
+    outcome_task = "outcome"
+    outcome = _notifier(
+        FailoverOutcomeNotifier,
+        topology,
+        "failover_outcome",
+        audit_task_id="audit",
+        preflight_task_id="preflight",
+        only_task_id=outcome_task,
+    )
+    run_failed = _notifier(RunFailedNotifier, topology, "run_failed", only_task_id=outcome_task)
+    on_failure = [c for c in (record_failure if run_failed else None, run_failed, outcome) if c is not None]
+    if on_failure:
+        task_defaults.setdefault("on_failure_callback", on_failure)
+    if outcome is not None:
+        task_defaults.setdefault("on_success_callback", [outcome])
 
 
 def approval_notifiers(topology: Topology, record_task_id: str | None = None) -> list[Any]:

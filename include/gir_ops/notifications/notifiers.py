@@ -25,12 +25,20 @@ class GirNotifier(BaseNotifier):
     event = ""
 
     def __init__(
-        self, *, conn_id: str, tag: str | None = None, secret_conn_ids: Sequence[str] = (), **kwargs: Any
+        self,
+        *,
+        conn_id: str,
+        tag: str | None = None,
+        secret_conn_ids: Sequence[str] = (),
+        only_task_id: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.tag = tag
         self.secret_conn_ids = list(secret_conn_ids)
+        # As a task callback in default_args: act only for this task (the run's verdict), ignore the rest.
+        self.only_task_id = only_task_id
 
     def build(self, context: Mapping[str, Any], secrets: list[str]) -> Any:
         raise NotImplementedError
@@ -48,6 +56,9 @@ class GirNotifier(BaseNotifier):
 
     def notify(self, context: Any) -> None:
         """Build and send; log and return on any error (a notification never fails a task or a run)."""
+        task = context.get("task") if hasattr(context, "get") else None
+        if self.only_task_id and getattr(task, "task_id", None) != self.only_task_id:
+            return
         try:
             from include.gir_ops.notifications.delivery import Route, connection, deliver
             from include.gir_ops.notifications.scrub import known_secrets

@@ -43,11 +43,15 @@ def test_every_dag_gets_the_failure_message_and_the_tasks_keep_their_error_line(
     assert DEFAULTS == {"owner": "gir-ops", "retries": 2}, "the caller's dict is not changed"
 
 
-def test_the_failover_also_reports_its_outcome_on_success_and_failure() -> None:
+def test_the_failover_reports_its_outcome_and_failure_from_its_outcome_task() -> None:
     kwargs = notifications.dag_kwargs(topology(), "gir_eservices_failover", default_args=DEFAULTS)
-    assert [type(n) for n in kwargs["on_failure_callback"]] == [RunFailedNotifier, FailoverOutcomeNotifier]
-    assert [type(n) for n in kwargs["on_success_callback"]] == [FailoverOutcomeNotifier]
-    assert "deadline" not in kwargs
+    assert "on_failure_callback" not in kwargs and "deadline" not in kwargs
+    on_failure = kwargs["default_args"]["on_failure_callback"]
+    assert on_failure[0] is record_failure
+    assert [type(n) for n in on_failure[1:]] == [RunFailedNotifier, FailoverOutcomeNotifier]
+    (on_success,) = kwargs["default_args"]["on_success_callback"]
+    assert isinstance(on_success, FailoverOutcomeNotifier)
+    assert {n.only_task_id for n in [*on_failure[1:], on_success]} == {"outcome"}
     (approval,) = notifications.approval_notifiers(topology(), record_task_id="preflight")
     assert isinstance(approval, ApprovalWaitingNotifier) and approval.record_task_id == "preflight"
 
@@ -64,9 +68,11 @@ def test_per_event_routes_and_switches() -> None:
         }
     )
     kwargs = notifications.dag_kwargs(routed, "gir_eservices_failover", default_args=DEFAULTS)
-    assert kwargs["default_args"] == DEFAULTS
-    assert [type(n) for n in kwargs["on_failure_callback"]] == [FailoverOutcomeNotifier]
-    assert kwargs["on_failure_callback"][0].tag == "oncall"
+    (outcome,) = kwargs["default_args"]["on_failure_callback"]
+    assert isinstance(outcome, FailoverOutcomeNotifier) and outcome.tag == "oncall"
+    assert notifications.dag_kwargs(routed, "gir_rcs_keystore_check", default_args=DEFAULTS) == {
+        "default_args": DEFAULTS
+    }
     (approval,) = notifications.approval_notifiers(routed)
     assert (approval.conn_id, approval.tag) == ("gir_apprise_approvers", "approvers")
     assert "deadline" not in notifications.dag_kwargs(routed, "gir_rcs_keystore_check")
