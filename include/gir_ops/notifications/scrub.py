@@ -30,6 +30,8 @@ _ESCAPED_BYTES = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){2,}")
 # A base64 or hex blob longer than any digest we show (SHA-256 is 64 hex characters).
 _BLOB = re.compile(r"[A-Za-z0-9+/=_-]{65,}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Links (without credentials: those went first) are kept whole: their paths are not blobs.
+_LINK = re.compile(r"(\b(?:https?|file)://[^\s'\"<>]+)")
 
 MAX_LINE = 400
 
@@ -45,7 +47,10 @@ def scrub(text: object, secrets: Iterable[str] = ()) -> str:
         value = _SECRET_PAIR.sub(lambda m: m.group(1) + MASK, value)
         value = _BYTES_LITERAL.sub("<bytes removed>", value)
         value = _ESCAPED_BYTES.sub("<bytes removed>", value)
-        value = _BLOB.sub("<data removed>", value)
+        value = "".join(
+            part if index % 2 else _BLOB.sub("<data removed>", part)
+            for index, part in enumerate(_LINK.split(value))
+        )
         return _CONTROL.sub("", value)
     except Exception:  # a scrubber that fails must not let the raw text through
         log.exception("scrubbing a notification failed; its text is dropped")

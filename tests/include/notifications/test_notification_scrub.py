@@ -46,6 +46,8 @@ def test_keystore_bytes_never_pass() -> None:
         cleaned = scrub(text)
         assert "\\x82" not in cleaned and "MIIKpAIBAz" not in cleaned and "\x00" not in cleaned, cleaned
     digest = "a" * 64  # a SHA-256 fingerprint is shown, it is not keystore content
+    link = "http://localhost:8080/dags/gir_speechminer_backup_ship/runs/scheduled__2026-11-29T03%3A30%3A00%2B00%3A00"
+    assert scrub(f"Open the run: {link}") == f"Open the run: {link}"
     assert digest in scrub(f"fingerprint {digest}")
 
 
