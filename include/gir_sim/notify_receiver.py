@@ -55,7 +55,10 @@ class NotificationReceiver:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Idempotent; safe when never started (``shutdown`` alone would wait forever then)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(10)
         self._server.server_close()
 
     def __enter__(self) -> NotificationReceiver:
