@@ -14,6 +14,7 @@ callback runs (:mod:`messages`, :mod:`scrub`, :mod:`delivery`, :mod:`facts`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -161,22 +162,27 @@ def deadline_alert(topology: Topology, dag_id: str) -> DeadlineAlert | None:
     )
 
 
+@functools.lru_cache(maxsize=32)
 def cron_period(cron: str, timezone: str) -> timedelta:
-    """The longest gap between two consecutive ticks of ``cron`` (wall clock) over a sample of ticks: the
-    period of a regular schedule, the longest one of an irregular one (weekdays only: 3 days)."""
+    """The longest gap between two consecutive ticks of ``cron`` (wall clock) over a week of ticks at most:
+    the period of a regular schedule, the longest one of an irregular one (weekdays only: 3 days).
+
+    Computed on every parse of the keystore DAG file, so on naive wall-clock times (the zone does not
+    change a period) and over a few ticks only. ``timezone`` stays in the signature for the cache key.
+    """
     from datetime import datetime
-    from zoneinfo import ZoneInfo
 
     from croniter import croniter
 
-    ticks = croniter(cron, datetime(2024, 1, 1, tzinfo=ZoneInfo(timezone)))
+    start = datetime(2024, 1, 1)  # a Monday
+    ticks = croniter(cron, start)
     previous = ticks.get_next(datetime)
     longest = timedelta(0)
-    for _ in range(48):
+    for _ in range(8):
         current = ticks.get_next(datetime)
         longest = max(longest, current - previous)
         previous = current
-        if current - datetime(2024, 1, 1, tzinfo=ZoneInfo(timezone)) > timedelta(days=8):
+        if current - start > timedelta(days=8):
             break
     return longest
 
