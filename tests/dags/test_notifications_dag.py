@@ -9,7 +9,6 @@ bytes. A broken channel is shown to change nothing about a run.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import secrets
 import textwrap
@@ -145,7 +144,6 @@ def test_a_broken_channel_is_logged_and_the_run_ends_as_it_would(
     assert str(run.state) == "failed"  # failed by enforce_replication, as without notifications
     assert "Notification run_failed NOT delivered" in caplog.text
     assert receiver.received() == []
-    _ = json  # (kept for symmetry with the failover tests below)
 
 
 # --- the failover: approval waiting (HITL notifier) and the outcome -----------------------------------
