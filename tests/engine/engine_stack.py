@@ -57,6 +57,7 @@ UI_USERS = {"admin": "admin", "approver": "admin", "oncall": "user"}
 API_USERS = {**UI_USERS, SERVICE_USER: SIMPLE_AUTH_MANAGER_ROLE}
 SIMPLE_AUTH_MANAGER_USERS = ",".join(f"{user}:{role}" for user, role in API_USERS.items())
 EXPECTED_DAG_IDS = (
+    "gir_es_reindex_dc1",  # the primary: no schedule, manual runs only (reindex.enabled is false)
     "gir_es_reindex_dc2",
     "gir_es_reindex_dc3",
     "gir_eservices_failover",
@@ -131,6 +132,8 @@ TOPOLOGY_OVERRIDES: dict[str, Any] = {
         # 2028-02-29 and its interval only ends in 2032. Shipping runs are triggered by the tests.
         "schedule": "0 0 29 2 *",
         "poll_seconds": 2,
+        # The engine's shipping tests write and wait for this marker (the topology's default is none).
+        "ready_marker": "_BACKUP_COMPLETE",
         "quiet_minutes": 0.05,
         "wait_timeout_minutes": 10,
     },

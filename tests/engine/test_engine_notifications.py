@@ -74,3 +74,42 @@ def test_the_approver_is_notified_with_the_link_and_everyone_of_the_outcome(engi
     assert outcome["title"] == f"[gir-ops] FAILOVER DRY-RUN: {FAILOVER_DAG} to {target}"
     assert "Outcome: dry-run" in outcome["message"] and "Requested by: oncall" in outcome["message"]
     assert "Audit record: " in outcome["message"] and "not written" not in outcome["message"]
+
+
+@pytest.mark.timeout(420)
+def test_a_failed_run_is_notified_by_the_dag_processor_with_the_error_line(
+    engine: EngineStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DAG-level failure callback runs in the dag-processor: it reads the failed tasks and their error
+    lines through the REST API (gir_airflow_api) and sends the message."""
+    from include.gir_sim import demo_data
+
+    monkeypatch.setenv("GIR_DATA_DIR", str(engine.data_dir))  # the topology's keystore URLs expand it
+    keystore = demo_data.keystore_paths(engine.topology())["rcs-dc2-a"]
+    original = keystore.read_bytes()
+    admin = engine.api("admin")
+    dag_id = "gir_rcs_keystore_check"
+    try:
+        demo_data.drift_keystore(engine.topology(), "rcs-dc2-a", engine.keystore_password)
+        run_id = admin.trigger(dag_id)["dag_run_id"]
+        admin.unpause(dag_id)
+        admin.wait_run(dag_id, run_id, state="failed", timeout=180)
+        for other in admin.runs(dag_id):  # a scheduled run the unpause may have started
+            admin.wait_run_finished(dag_id, other["dag_run_id"], timeout=180)
+        admin.pause(dag_id)
+        (message,) = wait_for(
+            "the run-failed notification",
+            lambda: _messages(engine, "FAILED: gir_rcs_keystore_check", run_id) or None,
+            timeout=90,
+            interval=1.0,
+        )
+    finally:
+        keystore.write_bytes(original)
+    text = message["message"]
+    assert message["type"] == "failure"
+    assert f"Run: {run_id}" in text
+    (error_line,) = [line for line in text.splitlines() if line.startswith("- enforce_replication: ")]
+    assert "rcs-dc2-a (DC2): drift" in error_line
+    assert f"{engine.api_url}/dags/{dag_id}/runs/{quote(run_id, safe='')}" in text
+    for secret in (engine.ops_password, engine.keystore_password, engine.airflow_api_password):
+        assert secret not in text
