@@ -358,6 +358,21 @@ class FailoverSettings(_Strict):
     audit_log: StorageUrl
 
 
+class KeystoreReplicationSettings(_Strict):
+    """The approved copy of the reference keystore to other RCS instances (DAG gir_rcs_keystore_replicate)."""
+
+    approvers: list[Approver] = Field(min_length=1)
+    response_timeout_minutes: int = Field(default=60, ge=1)
+    audit_log: StorageUrl
+    check_grace_minutes: int = Field(
+        default=15, ge=0, description="how much older than one keystore_check.schedule period a check may be"
+    )
+    target_dir_may_be_link: bool = Field(
+        default=False,
+        description="allow a keystore's folder itself to be a symbolic link (the file never may be)",
+    )
+
+
 class NotificationEvent(_Strict):
     """One event's route: on or off, and optionally another Apprise connection or tag than the default."""
 
@@ -387,6 +402,7 @@ class Topology(_Strict):
     shipping: ShippingSettings | None = None
     keystore_check: KeystoreCheckSettings = Field(default_factory=KeystoreCheckSettings)
     failover: FailoverSettings | None = None
+    keystore_replication: KeystoreReplicationSettings | None = None
     notifications: NotificationsSettings | None = None
 
     @model_validator(mode="after")
