@@ -69,13 +69,25 @@ def _notifier(cls: type, topology: Topology, event: str, **kwargs: Any) -> Any |
 
 
 def dag_kwargs(
-    topology: Topology, dag_id: str, default_args: Mapping[str, Any] | None = None
+    topology: Topology,
+    dag_id: str,
+    default_args: Mapping[str, Any] | None = None,
+    verdict_task: str | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``@dag``: callbacks, Deadline Alert and ``default_args`` (given ones kept)."""
+    """Keyword arguments for ``@dag``: callbacks, Deadline Alert and ``default_args`` (given ones kept).
+
+    ``verdict_task``: for a DAG with params that have no default (a manually triggered, approved change),
+    the id of its last task that always runs (trigger rule all_done) and fails exactly when the run does;
+    the run-failed message is then sent from that task's failure callback instead of the DAG's. (Airflow
+    3.3 builds a DAG callback's context by validating the DAG's params, which raises under ``dag.test()``
+    when a required param has no default.) The failover is such a DAG, with ``outcome``.
+    """
     kwargs: dict[str, Any] = {}
     task_defaults = dict(default_args or {})
     if dag_id == FAILOVER_DAG_ID:
-        _failover_callbacks(topology, task_defaults)
+        _verdict_callbacks(topology, task_defaults, verdict_task or "outcome", failover=True)
+    elif verdict_task:
+        _verdict_callbacks(topology, task_defaults, verdict_task, failover=False)
     else:
         run_failed = _notifier(RunFailedNotifier, topology, "run_failed")
         if run_failed is not None:
@@ -89,22 +101,23 @@ def dag_kwargs(
     return kwargs
 
 
-def _failover_callbacks(topology: Topology, task_defaults: dict[str, Any]) -> None:
-    """The failover's messages come from its ``outcome`` task, which always runs last (all_done) and fails
-    exactly when the run fails: its success and failure callbacks send the outcome, its failure callback
-    the run-failed message too. (A DAG-level callback cannot be used here: Airflow 3.3 builds its context
-    by validating the DAG's params, and the failover's required params without defaults make that raise
-    under ``dag.test()``.)"""
-    outcome_task = "outcome"
-    outcome = _notifier(
-        FailoverOutcomeNotifier,
-        topology,
-        "failover_outcome",
-        audit_task_id="audit",
-        preflight_task_id="preflight",
-        only_task_id=outcome_task,
+def _verdict_callbacks(
+    topology: Topology, task_defaults: dict[str, Any], verdict_task: str, *, failover: bool
+) -> None:
+    """The run-failed message (and the failover's outcome) from the verdict task's own callbacks."""
+    outcome = (
+        _notifier(
+            FailoverOutcomeNotifier,
+            topology,
+            "failover_outcome",
+            audit_task_id="audit",
+            preflight_task_id="preflight",
+            only_task_id=verdict_task,
+        )
+        if failover
+        else None
     )
-    run_failed = _notifier(RunFailedNotifier, topology, "run_failed", only_task_id=outcome_task)
+    run_failed = _notifier(RunFailedNotifier, topology, "run_failed", only_task_id=verdict_task)
     on_failure = [c for c in (record_failure if run_failed else None, run_failed, outcome) if c is not None]
     if on_failure:
         task_defaults.setdefault("on_failure_callback", on_failure)

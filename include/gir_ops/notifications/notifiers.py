@@ -96,11 +96,23 @@ class RunFailedNotifier(GirNotifier):
         from include.gir_ops.notifications import facts, links, messages
 
         dag_id, run_id = _run_ids(context)
+        failed = facts.failed_tasks(dag_id, run_id, context)
+        exc = context.get("exception")
+        task, ti = context.get("task"), context.get("ti")
+        if exc is not None and task is not None and task.task_id not in {f["task_id"] for f in failed}:
+            # As a verdict task's callback: Airflow may not show this task as failed yet.
+            failed.append(
+                {
+                    "task_id": task.task_id,
+                    "map_index": getattr(ti, "map_index", -1),
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
+            )
         return messages.run_failed(
             dag_id=dag_id,
             run_id=run_id,
             run_link=links.run_link(dag_id, run_id),
-            failed=facts.failed_tasks(dag_id, run_id, context),
+            failed=failed,
             reason=context.get("reason"),
             secrets=secrets,
         )

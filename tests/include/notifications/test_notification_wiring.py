@@ -128,3 +128,13 @@ def test_deadline_hours_must_be_positive() -> None:
     document["shipping"]["deadline_hours"] = 0
     with pytest.raises(TopologyError, match=r"shipping\.deadline_hours"):
         parse_topology(yaml.safe_dump(document))
+
+
+def test_a_dag_with_a_verdict_task_sends_the_failure_from_it() -> None:
+    kwargs = notifications.dag_kwargs(
+        topology(), "gir_rcs_keystore_replicate", default_args=DEFAULTS, verdict_task="outcome"
+    )
+    assert "on_failure_callback" not in kwargs and "on_success_callback" not in kwargs["default_args"]
+    record, run_failed = kwargs["default_args"]["on_failure_callback"]
+    assert record is record_failure
+    assert isinstance(run_failed, RunFailedNotifier) and run_failed.only_task_id == "outcome"
