@@ -55,6 +55,7 @@ current) → `approve_failover` → `recheck` (two-person rule, site unchanged?)
 (also when the target became current while waiting) or dry-run. `unverified` means RWS accepted the
 switch but does not report its site: check by hand, do not trigger again blindly.
 Full procedure: docs/gir_eservices_failover.md.
+**During an incident: follow the one-page runbook docs/runbook-failover.md.**
 """
 
 
