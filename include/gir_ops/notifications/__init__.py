@@ -213,3 +213,64 @@ def cron_period(cron: str, timezone: str) -> timedelta:
 def _hours(delta: timedelta) -> str:
     hours = delta.total_seconds() / 3600
     return f"{hours:g} h" if hours >= 1 else f"{hours * 60:g} min"
+
+
+def doctor_rows(topology: Topology) -> list[dict[str, str]]:
+    """gir_doctor's rows: every configured channel (connection and tag) takes a real test message.
+
+    A channel that refuses it is a FAIL: an alert that reaches nobody is found on deployment day, not during
+    the incident. Sending is the only honest check (Apprise cannot tell whether a URL works otherwise).
+    """
+    from include.gir_ops.notifications.delivery import Route, deliver
+    from include.gir_ops.notifications.messages import Message
+
+    fix = (
+        "check Apprise connection {conn_id} (type apprise, extra "
+        '{{"config": {{"path": "<apprise URL>"}}}}) and the service behind it; see docs/notifications.md'
+    )
+    if topology.notifications is None:
+        return [
+            {
+                "check": "notifications",
+                "status": "NOT CONFIGURED",
+                "result": "the topology has no `notifications` section: failed runs, waiting approvals and "
+                "missed deadlines show only in the Airflow UI",
+                "fix": "add a `notifications` section naming an Apprise connection (docs/notifications.md)",
+            }
+        ]
+    channels: dict[tuple[str, str | None], list[str]] = {}
+    for event in EVENTS:
+        chosen = route(topology, event)
+        if chosen is not None:
+            channels.setdefault(chosen, []).append(event)
+    if not channels:
+        return [
+            {
+                "check": "notifications",
+                "status": "NOT CONFIGURED",
+                "result": "every notification event is switched off (`enabled: false`)",
+                "fix": "switch on the events the on-call needs (docs/notifications.md)",
+            }
+        ]
+    rows = []
+    for (conn_id, tag), events in channels.items():
+        sent = deliver(
+            Route("doctor", conn_id, tag),
+            Message(
+                "[gir-ops] gir_doctor: test message",
+                f"gir_doctor checks that this channel reaches the on-call (it carries: {', '.join(events)}). "
+                "No action needed.",
+            ),
+        )
+        rows.append(
+            {
+                "check": f"notifications {conn_id}" + (f" (tag {tag})" if tag else ""),
+                "status": "OK" if sent else "FAIL",
+                "result": f"a test message was accepted ({', '.join(events)})"
+                if sent
+                else f"the channel did not take a test message ({', '.join(events)} would be lost; the "
+                "worker log says why)",
+                "fix": "" if sent else fix.format(conn_id=conn_id),
+            }
+        )
+    return rows
