@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_UI_PORT = 8080
 DEFAULT_SIM_BASE_PORT = 18801
 UI_USERS = ("admin", "approver")
-# The DAGs' check_pools reads pools through the REST API as SERVICE_USER (role viewer, read-only); its
+# The DAGs' check_pools reads pools through the REST API as SERVICE_USER (role user: it reads, and the
+# failover triggers its catch-up re-index as this user); its
 # password is generated in secrets.json and written into SimpleAuthManager's passwords file.
 SIMPLE_AUTH_MANAGER_USERS = f"admin:admin,approver:admin,{SERVICE_USER}:{SIMPLE_AUTH_MANAGER_ROLE}"
 SECRET_KEYS = ("ops_password", "keystore_password", "fernet_key", "jwt_secret", "airflow_api_password")
