@@ -595,12 +595,16 @@ def test_a_non_approver_cannot_answer(failover_dag: Any, fast_gir: SimulatedGir,
         seen["outsider"] = run.respond(api, "intruder", "Approve")
         seen["answer"] = run.respond(api, "second", "Approve")
         seen["again"] = run.respond(api, "approver", "Reject")
+        assert run.wait_for_confirm_request()
+        seen["outsider_confirms"] = run.respond(api, "intruder", "Confirmed", task_id=failover_spec.CONFIRM)
+        run.confirm(api, "second")
 
     dag_run = FailoverRun(failover_dag, conf(target="DC3")).run(outsider_then_approver)
 
     assert seen["outsider"].status_code == 403, seen["outsider"].text
     assert seen["answer"].status_code == 200
     assert seen["again"].status_code == 409, "a decision cannot be changed once given"
+    assert seen["outsider_confirms"].status_code == 403, "only the approvers may confirm the switch"
     assert dag_run.state == "success", states(dag_run)
     assert [len(p) for p in switch_posts(fast_gir).values()] == [0, 0, 1]
     [record] = audit_records(fast_gir)

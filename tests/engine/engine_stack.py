@@ -56,6 +56,7 @@ UI_USERS = {"admin": "admin", "approver": "admin", "oncall": "user"}
 API_USERS = {**UI_USERS, SERVICE_USER: SIMPLE_AUTH_MANAGER_ROLE}
 SIMPLE_AUTH_MANAGER_USERS = ",".join(f"{user}:{role}" for user, role in API_USERS.items())
 EXPECTED_DAG_IDS = (
+    "gir_es_reindex_dc1",
     "gir_es_reindex_dc2",
     "gir_es_reindex_dc3",
     "gir_eservices_failover",
@@ -141,6 +142,7 @@ TOPOLOGY_OVERRIDES: dict[str, Any] = {
             {"id": "admin", "name": "Admin"},
         ],
         "response_timeout_minutes": 10,
+        "confirm_timeout_minutes": 10,
         "dr_monitoring_delay_seconds": 2,
         "verify_margin_seconds": 20,
     },
@@ -468,6 +470,12 @@ class EngineStack:
 
     def _write_topology(self) -> None:
         self.topology_document = deep_merge(default_topology_dict(), TOPOLOGY_OVERRIDES)
+        # The primary gets a re-index DAG (gir_es_reindex_dc1) for the failover's catch-up after a
+        # switch-back; its schedule never ticks during a test run (see shipping above).
+        primary = self.topology_document["primary_site"]
+        for dc in self.topology_document["data_centers"]:
+            if dc["site"] == primary:
+                dc["reindex"] = {**dc.get("reindex", {}), "enabled": True, "schedule": "0 0 29 2 *"}
         self.topology_path.write_text(
             yaml.safe_dump(self.topology_document, sort_keys=False), encoding="utf-8"
         )
@@ -883,12 +891,13 @@ class AirflowApi:
         chosen_options: Sequence[str],
         *,
         map_index: int = -1,
+        params_input: dict[str, Any] | None = None,
         expect: Iterable[int] = (200,),
     ) -> Any:
         return self.request(
             "PATCH",
             f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
-            json={"chosen_options": list(chosen_options), "params_input": {}},
+            json={"chosen_options": list(chosen_options), "params_input": params_input or {}},
             expect=expect,
         )
 

@@ -724,3 +724,20 @@ def test_demo_drift_switch_makes_one_keystore_differ_and_restore_undoes_it(
     assert run_stack.demo_keystores("restore-keystores", None, paths) == 0
     assert len({path.read_bytes() for path in keystores.values()}) == 1
     assert password not in capsys.readouterr().out
+
+
+def test_the_banner_shows_the_failover_steps_and_where_rws_reports_the_site(
+    run_stack: ModuleType, tmp_path: Path
+) -> None:
+    text = run_stack.banner(
+        port=8080,
+        passwords={"admin": "a", "approver": "b"},
+        simulators={"DC1": "http://127.0.0.1:18801"},
+        paths=run_stack.StackPaths.for_repo(tmp_path),
+        db_description="embedded PostgreSQL",
+        site_report="none",
+    )
+    assert "confirm_switch" in text and "data-center-lost" in text
+    assert "catch-up run of gir_es_reindex_dc1" in text
+    assert "reports eServicesSite: not at all" in text
+    assert set(run_stack.SITE_REPORT_HELP) == {"nested", "top-level", "none"}
