@@ -699,7 +699,9 @@ def test_dry_run_posts_nothing_and_shows_the_other_dags_findings(
         seen["answer"] = run.respond(api, "approver", "Approve")
 
     try:
-        dag_run = FailoverRun(failover_dag, conf(dry_run=True)).run(read_request_then_approve)
+        dag_run = FailoverRun(failover_dag, conf(dry_run=True, scenario="data-center-lost")).run(
+            read_request_then_approve
+        )
     finally:
         delete_asset_events(events)  # later tests expect "no information yet"
 
@@ -712,6 +714,7 @@ def test_dry_run_posts_nothing_and_shows_the_other_dags_findings(
     body = request["body"]
     assert "DC1 Interaction Server down since 02:10" in body and "`dag_test`" in body  # who triggered
     assert "keystores replicated" in body and "2026-11-25" in body and "3.0 h ago" in body
+    assert "**Scenario:** `data-center-lost`" in body and "screen-recording.htcc.peer_uri" in body
     [record] = audit_records(fast_gir)
     assert record["outcome"] == "dry-run" and record["dry_run"] is True
     assert "would POST multimedia-switch" in record["detail"]
