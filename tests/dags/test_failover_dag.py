@@ -1047,3 +1047,23 @@ def test_a_verified_switch_back_triggers_one_catch_up_reindex_of_the_primary_for
     runs = api.get("/api/v2/dags/gir_es_reindex_dc1/dagRuns", headers=bearer("approver")).json()["dag_runs"]
     assert len(runs) == 1
     api.delete(f"/api/v2/dags/gir_es_reindex_dc1/dagRuns/{runs[0]['dag_run_id']}", headers=bearer("approver"))
+
+
+def test_a_switch_back_without_a_failover_in_the_audit_log_is_red_and_says_how_to_catch_up(
+    failover_dag: Any, fast_gir: SimulatedGir, api: Any
+) -> None:
+    """The outage window is unknown (the failover away was done by hand): nothing partial looks done."""
+    fast_gir.configure_environment(current_site="DC2")
+    seen: dict[str, Any] = {}
+    dag_run = FailoverRun(failover_dag, conf(target="DC1", reason="DC1 restored, switched away by hand")).run(
+        approve_as("approver", seen, api)
+    )
+
+    assert fast_gir.environment()["current_site"] == "DC1"
+    assert dag_run.state == "failed", "the indexes of DC1 are not being brought up to date"
+    [record] = audit_records(fast_gir)
+    assert record["outcome"] == "verified", "the switch itself is fine and recorded so"
+    assert record["catch_up"]["status"] == "no-failover-found"
+    assert "holds no failover away from DC1" in record["catch_up"]["detail"]
+    assert "/api/v2/dags/gir_es_reindex_dc1/dagRuns" in record["catch_up"]["detail"]
+    assert states(dag_run)[failover_spec.OUTCOME] == "failed"

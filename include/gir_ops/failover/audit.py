@@ -333,6 +333,18 @@ def run_outcome(context: Mapping[str, Any]) -> None:
         )
     if not record["outcome_ok"]:
         raise AirflowFailException(f"{record['outcome']}: {record['detail']}")
+    due = (
+        record["outcome"] in (Outcome.VERIFIED, Outcome.CONFIRMED)
+        and record.get("target_site") == topology.primary_site
+        and not record.get("dry_run")
+    )
+    if due and not catch_up:
+        raise AirflowFailException(
+            f"{record['outcome']}, but {CATCH_UP} left no record (it ended "
+            f"{(steps.get('states') or {}).get(CATCH_UP) or 'without running'}): the catch-up re-index of "
+            f"{topology.primary_site} may not have been triggered; see its log, and trigger "
+            f"gir_es_reindex_<{topology.primary_site}> by hand with from/to covering the outage"
+        )
     if catch_up.get("status") in CATCH_UP_FAILED:
         raise AirflowFailException(
             f"{record['outcome']}, but the catch-up re-index of {catch_up.get('dag_id')} was not triggered: "

@@ -167,7 +167,11 @@ def trigger_catch_up(plan: Mapping[str, Any], api: AirflowApiClient, failover_ru
         f"{'triggered' if created else 'already triggered earlier (409), not again'}: {plan['dag_id']} run "
         f"{plan['dag_run_id']}: {plan['detail']}"
     )
-    dag = api.dag(plan["dag_id"]) or {}
+    try:  # only a hint: the run exists either way, so a failed read must not make it look failed
+        dag = api.dag(plan["dag_id"]) or {}
+    except AirflowApiError as exc:
+        record["detail"] += f"; could not read whether {plan['dag_id']} is paused ({scrub(str(exc))})"
+        return record
     if dag.get("is_paused"):
         record["detail"] += f"; {plan['dag_id']} is PAUSED: unpause it or the run stays queued"
     return record

@@ -145,3 +145,17 @@ def test_trigger_sends_the_window_as_from_to_and_409_reports_already_triggered(t
     assert again["status"] == "already-triggered"
     assert "already triggered earlier (409), not again" in again["detail"]
     assert "PAUSED: unpause it" in again["detail"]
+
+
+def test_a_failed_paused_check_does_not_make_a_triggered_run_look_failed(tmp_path: Path) -> None:
+    from include.gir_ops.airflow_api import AirflowApiAuthError
+
+    class NoDagRead(FakeApi):
+        def dag(self, dag_id: str) -> dict[str, Any]:
+            raise AirflowApiAuthError("may not read DAGs (HTTP 403)")
+
+    topology = topology_with_audit(tmp_path)
+    write_record(tmp_path, "away", **away(LEFT))
+    result = catchup.trigger_catch_up(plan(topology), NoDagRead(), "manual__x")
+    assert result["status"] == "triggered"
+    assert "could not read whether gir_es_reindex_dc1 is paused" in result["detail"]
