@@ -1031,8 +1031,12 @@ def test_a_verified_switch_back_triggers_one_catch_up_reindex_of_the_primary_for
     assert catch_up["dag_id"] == "gir_es_reindex_dc1"
     assert catch_up["dag_run_id"] == catchup.catch_up_run_id(back_run.run_id)
     assert catch_up["outage"]["failover_run_id"] == away_run.run_id
-    assert catch_up["from"] == left.replace(minute=0, second=0, microsecond=0).isoformat()
-    assert datetime.fromisoformat(catch_up["to"]) in (back, catchup.ceil_hour(back))
+    # From the hour the failover was switched (an hour earlier when both fall in the running hour: the
+    # re-index DAG wants an hour between from and to) to the switch-back.
+    start, end = datetime.fromisoformat(catch_up["from"]), datetime.fromisoformat(catch_up["to"])
+    assert start in (catchup.floor_hour(left), catchup.floor_hour(left) - timedelta(hours=1))
+    assert start == catchup.floor_hour(left) or end - catchup.floor_hour(left) < timedelta(hours=1)
+    assert end in (back, catchup.ceil_hour(back)) and end - start >= timedelta(hours=1)
     assert "re-index of DC1 for the outage" in catch_up["detail"]
     assert back_record["follow_ups"] and all("Switch back" not in f for f in back_record["follow_ups"])
 

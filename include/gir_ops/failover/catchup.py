@@ -142,6 +142,10 @@ def plan_catch_up(
     window_start, window_end = floor_hour(start), ceil_hour(end)
     # The re-index DAG refuses a 'to' in the future; the switch-back time itself widens to the same hour.
     to_value = window_end if window_end <= now else end
+    # It also wants 'from' and 'to' at least an hour apart (before it widens them): an outage inside the
+    # hour still running starts its window an hour earlier (re-indexing an hour twice is harmless).
+    if to_value - window_start < HOUR:
+        window_start = floor_hour(to_value - HOUR)
     return {
         **record,
         "status": "trigger",

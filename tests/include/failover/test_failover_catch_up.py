@@ -159,3 +159,17 @@ def test_a_failed_paused_check_does_not_make_a_triggered_run_look_failed(tmp_pat
     result = catchup.trigger_catch_up(plan(topology), NoDagRead(), "manual__x")
     assert result["status"] == "triggered"
     assert "could not read whether gir_es_reindex_dc1 is paused" in result["detail"]
+
+
+def test_a_short_outage_inside_the_running_hour_still_gives_the_reindex_dag_an_hour(tmp_path: Path) -> None:
+    """from/to must be an hour apart for the re-index DAG: the window then starts an hour earlier."""
+    from include.gir_ops.reindex.windows import manual_range
+
+    topology = topology_with_audit(tmp_path)
+    left, back = BACK.replace(minute=5), BACK.replace(minute=40)
+    write_record(tmp_path, "away", **away(left))
+    result = plan(topology, switched_at=back.timestamp(), now=back + timedelta(minutes=2))
+    assert (result["from"], result["to"]) == ("2026-11-20T08:00:00+00:00", back.isoformat())
+    assert result["window"] == ["2026-11-20T08:00:00+00:00", "2026-11-20T10:00:00+00:00"]
+    start, end = manual_range(result["from"], result["to"], now=back + timedelta(minutes=2))
+    assert start <= left and end >= back
