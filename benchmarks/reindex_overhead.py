@@ -33,7 +33,11 @@ from benchmarks import PYTHON, REPO_ROOT, Row, at_most, seconds, subprocess_env
 
 SITE = "DC2"
 DAG_ID = "gir_es_reindex_dc2"
-CONTACT_CENTERS = ["9a4c1e3f0b", "5d21f07c88", "c0ffee1234"]
+CONTACT_CENTERS = [
+    "625a5cf1-dea8-4e46-b18b-831d4b254488",
+    "0c7e2b9d-4f13-4a8e-9b6d-2e5f8a1c3d70",
+    "c0ffee12-3456-4789-abcd-ef0123456789",
+]
 KINDS = ["recordings", "screen-recordings"]
 MAX_WINDOW_HOURS = 24
 LATENCY_MS = 20

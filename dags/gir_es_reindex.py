@@ -1,8 +1,13 @@
-"""DAGs gir_es_reindex_<site>: the daily Elasticsearch forceIndex of every DC with reindex.enabled.
+"""DAGs gir_es_reindex_<site>: the Elasticsearch forceIndex of every DC, daily where reindex.enabled.
 
-One file, one DAG per re-indexing DC of the topology, so an operator can pause, backfill or rerun one DC
-without touching another. Thin wiring only; the logic lives in ``include/gir_ops/reindex/`` (ids and the
-trigger form in ``spec.py``, windows, planning, checkpoints, sending).
+One file, one DAG per DC of the topology, so an operator can pause, backfill or rerun one DC without
+touching another. The guide asks that "the indexes are up-to-date in all data centers": a DC without
+``reindex.enabled`` (the primary indexes as it goes) still gets its DAG, unscheduled, for manual runs (the
+catch-up after an outage, a past range); Airflow 3.3 refuses backfills of an unscheduled DAG
+(``DagNonPeriodicScheduleException``), so a manual run with ``from``/``to`` covers any range instead.
+
+Thin wiring only; the logic lives in ``include/gir_ops/reindex/`` (ids and the trigger form in ``spec.py``,
+windows, planning, checkpoints, sending).
 """
 
 from __future__ import annotations
@@ -53,6 +58,24 @@ def doc_md(dc: DataCenter) -> str:
         else "discovered from RWS at run time (`GET /api/v2/ops/contact-centers`)"
     )
     kinds = "recordings and screen-recordings" if dc.rws.screen_recording else "recordings only"
+    if dc.reindex.enabled:
+        schedule = (
+            f"- **Schedule**: `{dc.reindex.schedule}` in {dc.timezone}; each run re-indexes its data "
+            "interval (the\n  period since the previous tick), so consecutive runs tile time."
+        )
+        several_days = (
+            f"- Several days: `airflow backfill create --dag-id {dag_id} --from-date 2026-11-01 "
+            "--to-date 2026-11-04`;\n  each run re-indexes its own interval, and the pool keeps RWS from "
+            "being hammered."
+        )
+    else:
+        schedule = f"""- **Schedule**: none: `reindex.enabled` is false for {dc.site} (it indexes as it goes).
+  Manual runs only, e.g. to catch up after an outage in which recordings were indexed in another DC.
+  A run without `from`/`to` re-indexes the latest complete period of `{dc.reindex.schedule}`
+  ({dc.timezone}) before its logical date."""
+        several_days = f"""- Several days: ONE manual run with `from` and `to` (cut into windows of at most
+  {dc.reindex.max_window_hours}h). `airflow backfill create` is refused for this DAG: Airflow cannot
+  backfill a DAG without a schedule ("non-periodic schedule"); set `reindex.enabled: true` to get one."""
     return f"""
 # Elasticsearch re-index of {dc.site}
 
@@ -60,8 +83,7 @@ Keeps the Elasticsearch index of RWS in **{dc.site}** up to date, as the GIR gui
 keeps its own index: `POST /api/v2/ops/contact-centers/<id>/<kind>` with `operationName: forceIndex`
 through RWS, per contact center and index kind, one POST per window.
 
-- **Schedule**: `{dc.reindex.schedule}` in {dc.timezone}; each run re-indexes its data interval (the
-  period since the previous tick), so consecutive runs tile time.
+{schedule}
 - **Windows**: the interval widened outward to whole UTC hours (RWS rounds to the nearest hour), at most
   {dc.reindex.max_window_hours}h per POST.
 - **Contact centers**: {contact_centers}.
@@ -75,8 +97,7 @@ through RWS, per contact center and index kind, one POST per window.
   a logical date the latest complete schedule period.
 - Any past range: *Trigger* with `from` and `to` (ISO-8601 with offset), optionally `contact_centers`,
   `kinds` and `purge_old` (manual runs only; deletes the index first, then re-indexes the range).
-- Several days: `airflow backfill create --dag-id {dag_id} --from-date 2026-11-01 --to-date 2026-11-04`;
-  each run re-indexes its own interval, and the pool keeps RWS from being hammered.
+{several_days}
 
 **When it fails** the failed task is named "<contact center> <kind>" and its log ends with the RWS error
 (code meaning, DC, contact center, window) and how far the pair got. Fix the cause (credentials in the
@@ -90,11 +111,16 @@ def build_reindex_dag(dc: DataCenter) -> DAG:
 
     @dag(
         dag_id=spec.dag_id(dc),
-        schedule=CronDataIntervalTimetable(dc.reindex.schedule, timezone=dc.timezone),
+        # No schedule where the DC does not re-index daily: manual runs only (see the module docstring).
+        schedule=(
+            CronDataIntervalTimetable(dc.reindex.schedule, timezone=dc.timezone)
+            if dc.reindex.enabled
+            else None
+        ),
         start_date=shared.DAG_START_DATE,
         catchup=False,
         max_active_runs=1,
-        tags=["gir", "elasticsearch", "reindex", dc.site],
+        tags=["gir", "elasticsearch", "reindex", dc.site, *([] if dc.reindex.enabled else ["manual-only"])],
         default_args={
             "owner": "gir-ops",
             "retries": 2,
@@ -104,7 +130,10 @@ def build_reindex_dag(dc: DataCenter) -> DAG:
         },
         params=spec.trigger_params(dc),
         doc_md=doc_md(dc),
-        description=f"forceIndex of the Elasticsearch index of RWS {dc.site}, per contact center and kind",
+        description=(
+            f"forceIndex of the Elasticsearch index of RWS {dc.site}, per contact center and kind"
+            + ("" if dc.reindex.enabled else " (manual runs only: reindex.enabled is false)")
+        ),
     )
     def gir_es_reindex() -> None:
         @task(task_id=spec.PLAN_TASK_ID, doc_md=PLAN_DOC)
@@ -159,12 +188,6 @@ def build_reindex_dag(dc: DataCenter) -> DAG:
     return gir_es_reindex()
 
 
-# A topology without any DC that re-indexes defines no DAG here: the feature is not configured.
-if not TOPOLOGY.reindex_data_centers:
-    shared.not_configured(
-        "gir_es_reindex_<site>",
-        "data center with reindex.enabled (data_centers[].reindex)",
-        "enable it for each DC that keeps its own Elasticsearch index",
-    )
-for _dc in TOPOLOGY.reindex_data_centers:
+# Every DC gets its DAG (the topology has at least one): scheduled where reindex.enabled, manual otherwise.
+for _dc in TOPOLOGY.data_centers:
     build_reindex_dag(_dc)

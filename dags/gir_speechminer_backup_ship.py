@@ -1,4 +1,7 @@
-"""DAG gir_speechminer_backup_ship: SpeechMiner's Daily Index Backup, primary DC -> backup DC, verified.
+"""DAG gir_speechminer_backup_ship: SpeechMiner's Daily Index Backup in the backup DC, verified.
+
+``shipping.mode: copy`` ships it from the primary DC; ``verify-in-place`` (SpeechMiner writes it to the
+backup DC itself, as the guide describes) only verifies and records what arrived.
 
 Thin on purpose: the logic lives in ``include/gir_ops/backup/``. Without a ``shipping`` section in the
 topology shipping is not configured: this file defines no DAG and logs one warning saying so.
@@ -67,10 +70,36 @@ DAG (no conf). After a failure, trigger again or clear `manifest` with downstrea
 the staged files. Backfills make no sense here (each run ships the newest backup); `catchup` is off and one
 run at a time.
 
-**Topology** (`shipping`): from_site, to_site, destination, keep, schedule, ready_marker, quiet_minutes,
-max_age_hours, wait_timeout_minutes, poll_seconds, backup_name_pattern, destination_may_be_link. Storage
+**Topology** (`shipping`): from_site, to_site, destination, mode (`copy` here), keep, schedule,
+ready_marker, quiet_minutes, max_age_hours, wait_timeout_minutes, poll_seconds, backup_name_pattern,
+destination_may_be_link. Storage
 credentials, if a URL is `scheme://conn_id@...`, come from that Airflow connection. Without a `shipping`
 section no DAG is defined. Full operator notes: `docs/gir_speechminer_backup_ship.md`.
+"""
+
+
+IN_PLACE_DOC_MD = """
+# Verify SpeechMiner's daily index backup where it arrived, in the backup DC
+
+The GIR guide: *configure the SpeechMiner Daily Index Backup and write the backup to the backup data
+center*. Here SpeechMiner writes it to `{to_site}` itself (`{destination}`; `shipping.mode:
+verify-in-place`): this DAG copies nothing, it proves every day that the newest backup arrived, is complete
+and recent, and that the backups it recorded earlier are unchanged.
+
+- `wait_for_backup`: waits, deferred (no worker slot), until the newest backup folder at `{to_site}` is
+  complete: marker `{marker}` {marker_rule}. Fails at once when there is no backup folder at all; after
+  {wait:g} min it fails naming the folder, what is missing and the last change.
+- `verify_in_place`: hashes every file of the newest backup and records its manifest in
+  `{manifest_root}/<name>.json` (never inside SpeechMiner's folder), then re-reads every recorded backup
+  among the newest {keep} and compares it with its manifest: a changed, missing or added file fails the
+  run (no retry) naming the backup and the files. Manifests of backups SpeechMiner deleted are removed.
+  Emits the `{asset}` Asset event (`shipped_at` = SpeechMiner's last write).
+- `freshness`: runs **always**: fails when the newest recorded, intact backup is older than {max_age:g} h
+  (measured from SpeechMiner's last write).
+- `fail_run_if_shipping_failed`: makes the run red when the wait or the verification failed.
+
+**Run**: scheduled `{schedule}` in {timezone}. To check now: trigger the DAG (no conf). Full operator
+notes, and what comes from the guide versus what is our assumption: `docs/gir_speechminer_backup_ship.md`.
 """
 
 
@@ -83,13 +112,27 @@ def _route() -> ShippingRoute:
 
 def _doc_md(shipping: ShippingSettings, source_root: str | None, timezone: str) -> str:
     marker_rule = (
-        "must exist"
+        "(our convention, not SpeechMiner's) must exist"
         if shipping.ready_marker
         else (
             f"unset, so: nothing (files or folders) changed for {shipping.quiet_minutes:g} min and "
             "two scans that far apart listed the same files"
         )
     )
+    if shipping.mode == "verify-in-place":
+        return IN_PLACE_DOC_MD.format(
+            to_site=shipping.to_site,
+            destination=shipping.destination,
+            marker=shipping.ready_marker or "(none)",
+            marker_rule=marker_rule,
+            wait=shipping.wait_timeout_minutes,
+            manifest_root=shipping.manifest_root,
+            keep=shipping.keep,
+            asset=spec.speechminer_backup_asset(shipping.to_site).name,
+            max_age=shipping.max_age_hours,
+            schedule=shipping.schedule,
+            timezone=timezone,
+        )
     return DOC_MD.format(
         from_site=shipping.from_site,
         to_site=shipping.to_site,
@@ -110,7 +153,10 @@ def _doc_md(shipping: ShippingSettings, source_root: str | None, timezone: str) 
 def build_backup_ship_dag(shipping: ShippingSettings) -> DAG:
     """The shipping DAG for the topology's ``shipping`` route; the source DC's clock drives the schedule."""
     source = TOPOLOGY.site(shipping.from_site)
-    source_root = source.speechminer.index_backup  # never None: the topology refuses a route without one
+    in_place = shipping.mode == "verify-in-place"
+    # Where the sensor looks: the backup DC itself in verify-in-place mode, else the primary's folder
+    # (never None there: the topology refuses a copy route without one).
+    source_root = shipping.destination if in_place else source.speechminer.index_backup
     asset = spec.speechminer_backup_asset(shipping.to_site)
 
     @dag(
@@ -201,8 +247,37 @@ def build_backup_ship_dag(shipping: ShippingSettings) -> DAG:
         def fail_run_if_shipping_failed() -> None:
             raise AirflowFailException(
                 "shipping failed: see the failed task above (wait_for_backup, manifest, copy, "
-                "verify_and_publish or retention) for the folder or file and what to do"
+                "verify_and_publish, retention or verify_in_place) for the folder or file and what to do"
             )
+
+        if in_place:
+
+            @task(
+                task_id=spec.VERIFY_IN_PLACE,
+                outlets=[asset],
+                doc_md="Record the newest backup's manifest; re-verify the recorded ones; prune the gone.",
+            )
+            def verify_in_place(ready: dict[str, Any], **context: Any) -> dict[str, Any]:
+                from include.gir_ops.backup import tasks
+
+                verified = tasks.verify_in_place_task(_route(), ready["backup_name"])
+                context["outlet_events"][asset].extra = verified
+                return verified
+
+            @task(
+                task_id=spec.FRESHNESS,
+                trigger_rule=TriggerRule.ALL_DONE,
+                doc_md="Fail loudly when the newest recorded, intact backup is too old.",
+            )
+            def in_place_freshness() -> dict[str, Any]:
+                from include.gir_ops.backup import tasks
+
+                return tasks.in_place_freshness_task(_route())
+
+            verified = verify_in_place(wait_for_backup.output)
+            verified >> in_place_freshness()
+            [wait_for_backup, verified] >> fail_run_if_shipping_failed()
+            return
 
         plan = manifest(wait_for_backup.output)
         copied = copy(plan)

@@ -119,7 +119,8 @@ def _session_scope(session: Session | None) -> Iterator[Session]:
 def pool_specs(topology: Topology) -> list[PoolSpec]:
     """The pools the DAGs of this topology run in, in topology order, without duplicates."""
     specs: dict[str, PoolSpec] = {}
-    for dc in topology.reindex_data_centers:
+    # Every DC has a re-index DAG (manual-only where reindex.enabled is false), so every DC has its pool.
+    for dc in topology.data_centers:
         specs.setdefault(
             dc.rws_pool,
             PoolSpec(

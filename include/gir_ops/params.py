@@ -23,18 +23,20 @@ if TYPE_CHECKING:
 # Declared in every trigger-form Param schema; see the module docstring for why not 2020-12.
 JSON_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 
-# A contact center ID as GET /api/v2/ops/contact-centers returns it (the last segment of each URI): hex
-# digits only. ONE pattern for the topology, the re-index trigger form and discovery, because the ID goes
-# into a URL path (``.../contact-centers/<id>/recordings``): nothing else may reach it ('..', '/', '%2F',
-# whitespace, control characters). At most 64 digits: room for any hex ID (a UUID has 32) while keeping
-# what is sent and logged bounded.
+# A contact center ID as GET /api/v2/ops/contact-centers returns it (the last segment of each URI): a
+# dashed UUID, as real RWS answers, or plain hex, as the guide writes it. ONE pattern for the topology, the
+# re-index trigger form and discovery, because the ID goes into a URL path
+# (``.../contact-centers/<id>/recordings``): nothing else may reach it ('..', '/', '%2F', whitespace,
+# control characters). Plain hex at most 64 digits, so what is sent and logged stays bounded.
 _CONTACT_CENTER_ID = re.compile(CONTACT_CENTER_ID_PATTERN)
 
 _NO_DEFAULT: Any = object()
 
 
 def is_contact_center_id(value: object) -> bool:
-    """True for a hex contact center ID. ``fullmatch``, because ``$`` also matches before a final newline.
+    """True for a contact center ID: a dashed UUID or plain hex, in any case.
+
+    ``fullmatch``, because ``$`` also matches before a final newline.
 
     JSON Schema validation in Python uses ``re.search``, so the trigger form's ``pattern`` lets
     ``"9a4c\\n"`` through; every server-side check goes through here instead.

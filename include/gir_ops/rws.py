@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from include.gir_ops.params import is_contact_center_id
-from include.gir_ops.shared import ENVIRONMENT_ID_PATTERN, OPS_API
+from include.gir_ops.shared import CONTACT_CENTER_ID_FORMS, ENVIRONMENT_ID_PATTERN, OPS_API
 from include.gir_ops.topology import REINDEX_KINDS
 
 if TYPE_CHECKING:
@@ -155,14 +155,15 @@ def _id_problem(value: object, *, allowed: str) -> str:
 def validate_contact_center_id(value: object, *, site: str, source: str) -> str:
     """A contact center ID from ``source`` (e.g. RWS's listing), lower-cased, or ``RwsInvalidId``.
 
-    The same pattern as the topology and the trigger form (``params.CONTACT_CENTER_ID_PATTERN``).
+    The same pattern as the topology and the trigger form (``shared.CONTACT_CENTER_ID_PATTERN``): a dashed
+    UUID, as real RWS answers, or plain hex, as the guide writes it.
     """
     if is_contact_center_id(value):
         return str(value).lower()
-    problem = _id_problem(value, allowed="1-64 hexadecimal digits")
+    problem = _id_problem(value, allowed=CONTACT_CENTER_ID_FORMS)
     raise RwsInvalidId(
         f"contact center ID {_show_id(value)} from {source} is refused: {problem}; a contact center ID "
-        "is 1-64 hexadecimal digits and goes into a URL path, so nothing else is sent. Check what "
+        f"is {CONTACT_CENTER_ID_FORMS}, and it goes into a URL path, so nothing else is sent. Check what "
         f"GET /api/v2/ops/contact-centers returns on RWS {site} (is the connection pointing at RWS?), or "
         "list the IDs in the topology's rws.contact_centers",
         site=site,
@@ -514,7 +515,7 @@ class RwsClient:
         return [item.rstrip("/").rsplit("/", 1)[-1] for item in listed]
 
     def contact_center_ids(self) -> list[str]:
-        """GET /contact-centers: the hex IDs are the last segment of each returned URI.
+        """GET /contact-centers: the IDs (dashed UUID or hex) are the last segment of each returned URI.
 
         Each is validated before anyone puts it into a URL path (``RwsInvalidId`` otherwise).
         """

@@ -30,8 +30,17 @@ AIRFLOW_API_PASSWORD_ENV = "GIR_AIRFLOW_API_PASSWORD"  # noqa: S105 - a variable
 
 # --- ID patterns (whole-string; JSON Schema and re.fullmatch alike) ------------------------------------
 
-# A contact center ID as GET /api/v2/ops/contact-centers returns it (the last segment of each URI): hex.
-CONTACT_CENTER_ID_PATTERN = r"^[0-9a-fA-F]{1,64}$"
+# A contact center ID as GET /api/v2/ops/contact-centers returns it (the last segment of each URI). The
+# guide says "in hex format"; real RWS deployments answer a dashed UUID (625a5cf1-dea8-4e46-...). Both are
+# accepted, in either case; nothing else (the ID goes into a URL path). Compared and sent in lower case.
+CONTACT_CENTER_ID_PATTERN = (
+    r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{1,64})$"
+)
+# The accepted forms in words, for every message that refuses an ID (topology, trigger param, discovery).
+CONTACT_CENTER_ID_FORMS = (
+    "a dashed UUID (8-4-4-4-12 hex digits, e.g. 625a5cf1-dea8-4e46-b18b-831d4b254488) or plain hex "
+    "(1-64 hex digits, e.g. 9a4c1e3f0b)"
+)
 # A genesys-environment ID as GET /api/v2/ops/genesys-environments lists it; it goes into a URL path.
 ENVIRONMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 # A timestamp with its UTC offset, as the trigger forms take it (2026-11-20T00:00:00+01:00, ...Z).

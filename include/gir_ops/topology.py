@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from include.gir_ops.params import is_contact_center_id
-from include.gir_ops.shared import RWS_POOL_PREFIX
+from include.gir_ops.shared import CONTACT_CENTER_ID_FORMS, RWS_POOL_PREFIX
 
 DEFAULT_TOPOLOGY_PATH = Path(__file__).resolve().parent.parent / "config" / "topology.yaml"
 TOPOLOGY_ENV_VAR = "GIR_TOPOLOGY"
@@ -53,11 +53,11 @@ class TopologyError(ValueError):
 # --- field types -------------------------------------------------------------------------------------
 
 
-def _check_hex_id(value: str) -> str:
+def _check_contact_center_id(value: str) -> str:
     if not is_contact_center_id(value):
         raise ValueError(
-            f"contact center ID {value!r} is not hexadecimal (1-64 hex digits, nothing else); use the hex ID "
-            "that GET /api/v2/ops/contact-centers returns at the end of each URI"
+            f"contact center ID {value!r} is not {CONTACT_CENTER_ID_FORMS}; fix: use the ID that "
+            "GET /api/v2/ops/contact-centers returns at the end of each URI, or [] to discover them"
         )
     return value.lower()
 
@@ -141,7 +141,7 @@ def _check_site_name(value: str) -> str:
     return value
 
 
-HexId = Annotated[str, AfterValidator(_check_hex_id)]
+ContactCenterId = Annotated[str, AfterValidator(_check_contact_center_id)]
 Timezone = Annotated[str, AfterValidator(_check_timezone)]
 Cron = Annotated[str, AfterValidator(_check_cron)]
 StorageUrl = Annotated[str, AfterValidator(_check_storage_url)]
@@ -172,7 +172,7 @@ class RwsSettings(_Strict):
     """How to reach a DC's Interaction Recording Web Services ops API."""
 
     conn_id: str | None = Field(default=None, description="Airflow HTTP connection; default gir_rws_<site>")
-    contact_centers: list[HexId] = []
+    contact_centers: list[ContactCenterId] = []
     screen_recording: bool = False
 
 
@@ -251,14 +251,29 @@ def _check_backup_name_pattern(value: str) -> str:
     return value
 
 
+# How the SpeechMiner Daily Index Backup reaches the backup DC (shipping.mode):
+# - copy: SpeechMiner writes it in the primary DC (speechminer.index_backup); the DAG copies, verifies and
+#   publishes it at shipping.destination;
+# - verify-in-place: SpeechMiner writes it directly to the backup DC (shipping.destination), as the guide
+#   describes; the DAG only verifies what arrived there and records it in a manifest outside that folder.
+SHIPPING_MODES = ("copy", "verify-in-place")
+MANIFEST_STORE_SUFFIX = ".gir-manifests"
+
+
 class ShippingSettings(_Strict):
-    """Where the primary DC's SpeechMiner daily index backup is shipped, and how it is kept."""
+    """Where the primary DC's SpeechMiner daily index backup goes, how it gets there, and how it is kept."""
 
     from_site: str
     to_site: str
     destination: StorageUrl
+    mode: Literal["copy", "verify-in-place"] = "copy"
+    manifest_store: StorageUrl | None = Field(
+        default=None,
+        description="verify-in-place: where the manifests go; default <destination>.gir-manifests",
+    )
     keep: int = Field(default=7, ge=1)
     schedule: Cron = "30 3 * * *"
+    # Our assumption, not SpeechMiner's: it writes no completion marker. Off unless a job of yours writes one.
     ready_marker: str | None = None
     quiet_minutes: float = Field(default=30, ge=0)
     max_age_hours: float = Field(default=26, gt=0)
@@ -272,6 +287,29 @@ class ShippingSettings(_Strict):
         default=False,
         description="allow the destination root itself to be a symbolic link (never anything below it)",
     )
+
+    @property
+    def manifest_root(self) -> str:
+        """verify-in-place: the folder of the manifests, beside (never inside) SpeechMiner's backups."""
+        return self.manifest_store or self.destination.rstrip("/") + MANIFEST_STORE_SUFFIX
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> ShippingSettings:
+        if self.mode == "copy" and self.manifest_store is not None:
+            raise _KeyError(
+                ("shipping", "manifest_store"),
+                "is only used with shipping.mode 'verify-in-place' (in copy mode each published backup "
+                "holds its own MANIFEST.json); remove it or set mode: verify-in-place",
+            )
+        if self.mode == "verify-in-place":
+            inside = self.destination.rstrip("/") + "/"
+            if self.manifest_root.rstrip("/") + "/" == inside or self.manifest_root.startswith(inside):
+                raise _KeyError(
+                    ("shipping", "manifest_store"),
+                    f"{self.manifest_root!r} is inside shipping.destination, the folder SpeechMiner writes "
+                    "its backups to; nothing of ours goes in there: choose a folder beside it",
+                )
+        return self
 
 
 # How long one open or read of an RCS keystore may go unanswered (a FIFO, a hung NFS/SMB mount) before
@@ -366,11 +404,25 @@ class Topology(_Strict):
                 raise _KeyError(
                     ("shipping", "to_site"), "must differ from shipping.from_site: ship to the other DC"
                 )
-            if self.site(self.shipping.from_site).speechminer.index_backup is None:
+            source_backup = self.site(self.shipping.from_site).speechminer.index_backup
+            if self.shipping.mode == "copy" and source_backup is None:
                 raise _KeyError(
                     ("shipping", "from_site"),
                     f"site {self.shipping.from_site!r} has no speechminer.index_backup to ship from; "
-                    "add that key to the data center",
+                    "add that key to the data center, or set shipping.mode: verify-in-place if SpeechMiner "
+                    "writes its Daily Index Backup directly to the backup DC",
+                )
+            if (
+                self.shipping.mode == "verify-in-place"
+                and source_backup is not None
+                and source_backup.rstrip("/") != self.shipping.destination.rstrip("/")
+            ):
+                index = self.sites.index(self.shipping.from_site)
+                raise _KeyError(
+                    ("data_centers", index, "speechminer", "index_backup"),
+                    f"{source_backup!r} differs from shipping.destination {self.shipping.destination!r}: in "
+                    "verify-in-place mode SpeechMiner writes its Daily Index Backup directly to "
+                    "shipping.destination; set index_backup to the same URL or remove it",
                 )
         rcs_names = [rcs.name for dc in self.data_centers for rcs in dc.rcs]
         duplicates = sorted({name for name in rcs_names if rcs_names.count(name) > 1})
@@ -444,6 +496,7 @@ _FIXES = {
     "missing": "add this key",
     "greater_than_equal": "raise the value",
     "too_short": "add at least one entry",
+    "literal_error": "use one of the values named",
 }
 
 

@@ -559,15 +559,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    if topology.shipping is not None:
-        source, marker = topology.site(topology.shipping.from_site), topology.shipping.ready_marker
-    else:
-        source, marker = topology.primary, DEFAULT_READY_MARKER
+    # SpeechMiner writes no completion marker: only a topology that names one gets it written.
+    marker = topology.shipping.ready_marker if topology.shipping is not None else None
+    source = topology.site(topology.shipping.from_site) if topology.shipping is not None else topology.primary
+    backup_root = source.speechminer.index_backup
+    if topology.shipping is not None and topology.shipping.mode == "verify-in-place":
+        # SpeechMiner (of the primary) writes its Daily Index Backup directly to the backup DC.
+        backup_root = topology.shipping.destination
     try:
-        if source.speechminer.index_backup is None:
+        if backup_root is None:
             print(f"{source.site}: no speechminer.index_backup in the topology; no backups written")
         else:
-            root = local_path(source.speechminer.index_backup)
+            root = local_path(backup_root)
             folders = generate_index_backups(
                 root,
                 days=args.days,

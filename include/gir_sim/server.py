@@ -8,9 +8,9 @@ single site can be stopped and started again to simulate a DC whose RWS is down 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import socket
 import threading
+import uuid
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -24,8 +24,15 @@ from include.gir_sim.state import SimState
 
 
 def simulated_contact_centers(site: str, count: int = 3) -> list[str]:
-    """Hex IDs a DC reports when the topology leaves its list empty (to be discovered)."""
-    return [hashlib.sha256(f"{site}/{index}".encode()).hexdigest()[:10] for index in range(count)]
+    """The IDs a DC reports when the topology leaves its list empty (to be discovered).
+
+    Dashed UUIDs, as real RWS deployments address contact centers (the guide only says "in hex format"),
+    the same for a site on every start.
+    """
+    return [
+        str(uuid.uuid5(uuid.NAMESPACE_URL, f"gir-sim:{site}/contact-center/{index}"))
+        for index in range(count)
+    ]
 
 
 def _protocol_for(state: SimState, site: str) -> type[H11Protocol]:

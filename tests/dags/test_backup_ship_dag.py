@@ -75,7 +75,10 @@ def shipping_factory(
     gir_factory: Callable[..., Any], load_dag: Callable[[str], Any]
 ) -> Callable[..., Shipping]:
     def make(**shipping: Any) -> Shipping:
-        return Shipping(gir_factory({"shipping": {"poll_seconds": 0.2, **shipping}}), load_dag)
+        # These tests were written around a ready marker (instant, no quiet period to sit out); the
+        # topology's default (no marker) has its own tests below.
+        settings = {"poll_seconds": 0.2, "ready_marker": DEFAULT_READY_MARKER, **shipping}
+        return Shipping(gir_factory({"shipping": settings}), load_dag)
 
     return make
 
@@ -593,3 +596,146 @@ def test_without_a_shipping_section_the_file_defines_no_dag_and_says_so_once(
         f"{DAG_ID} is not defined: the topology has no shipping section; add one (from_site, to_site, "
         "destination) to enable SpeechMiner backup shipping"
     ]
+
+
+# --- the defaults a real deployment gets: no marker; and shipping.mode verify-in-place -----------------
+
+
+def test_with_the_topologys_default_no_marker_a_backup_ships_after_the_quiet_period(
+    gir_factory: Callable[..., Any], load_dag: Callable[[str], Any]
+) -> None:
+    """SpeechMiner writes no completion marker: the default waits for the quiet period, then ships."""
+    gir = gir_factory({"shipping": {"poll_seconds": 0.2, "quiet_minutes": 0.02}})  # 1.2 s
+    assert gir.topology.shipping.ready_marker is None  # the example topology's default, not overridden
+    ship = Shipping(gir, load_dag)
+    (newest,) = ship.generate()
+    assert not (newest / DEFAULT_READY_MARKER).exists()
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "success", states(dag_run)
+    ready = xcom(dag_run, "wait_for_backup")
+    assert ready["deferred"] is True
+    assert "the same listing on two scans" in ready["reason"]
+    assert tree_hashes(ship.destination / newest.name, skip=("MANIFEST.json",)) == tree_hashes(newest)
+
+
+def in_place_topology() -> dict[str, Any]:
+    """The guide's deployment: DC1's SpeechMiner writes its Daily Index Backup straight into DC2."""
+    document = default_topology_dict()
+    for dc in document["data_centers"]:
+        if dc["site"] == "DC1":
+            dc.pop("speechminer", None)
+    document["shipping"].update(
+        mode="verify-in-place",
+        destination="file://${GIR_DATA_DIR}/dc2/speechminer/index-backup",
+        poll_seconds=0.2,
+        quiet_minutes=0.02,
+        ready_marker=None,
+    )
+    return document
+
+
+class InPlace(Shipping):
+    @property
+    def manifests(self) -> Path:
+        return local_path(self.route.manifest_root)
+
+
+@pytest.fixture
+def in_place(gir_factory: Callable[..., Any], load_dag: Callable[[str], Any]) -> Callable[..., InPlace]:
+    def make(**shipping: Any) -> InPlace:
+        return InPlace(gir_factory({"shipping": shipping}, topology=in_place_topology()), load_dag)
+
+    return make
+
+
+def test_verify_in_place_records_what_arrived_and_copies_nothing(
+    in_place: Callable[..., InPlace], logs: Logs
+) -> None:
+    ship = in_place()
+    assert ship.source == ship.destination  # SpeechMiner writes there; the DAG only reads it
+    assert [task.task_id for task in ship.dag.tasks] == [
+        "wait_for_backup",
+        "verify_in_place",
+        "freshness",
+        "fail_run_if_shipping_failed",
+    ]
+    folders = ship.generate(days=2)
+    newest = folders[-1]
+    before = tree_hashes(ship.destination)
+
+    first = ship.run()
+
+    assert first.state == "success", states(first)
+    assert tree_hashes(ship.destination) == before, "nothing written into SpeechMiner's folder"
+    assert sorted(p.name for p in ship.destination.iterdir()) == [f.name for f in folders]
+    recorded = json.loads((ship.manifests / f"{newest.name}.json").read_text(encoding="utf-8"))
+    assert {e["path"]: e["sha256"] for e in recorded["entries"]} == tree_hashes(newest)
+    verified = xcom(first, "verify_in_place")
+    assert verified["newly_recorded"] is True
+    assert verified["checked"] == {folders[0].name: "not-recorded", newest.name: "recorded"}
+    events = asset_events(first)
+    assert len(events) == 1
+    assert events[0]["backup_name"] == newest.name
+    assert events[0]["manifest_sha256"] == recorded["manifest_sha256"]
+    assert events[0]["shipped_at"] == recorded["created_at"], "its age counts from SpeechMiner's last write"
+    assert xcom(first, "freshness")["backup_name"] == newest.name
+
+    second = ship.run()
+
+    assert second.state == "success", states(second)
+    assert xcom(second, "verify_in_place")["checked"][newest.name] == "verified"
+    assert xcom(second, "verify_in_place")["newly_recorded"] is False
+
+
+def test_verify_in_place_fails_the_next_run_when_a_backup_changed_after_it_was_recorded(
+    in_place: Callable[..., InPlace], logs: Logs
+) -> None:
+    ship = in_place()
+    (newest,) = ship.generate()
+    assert ship.run().state == "success"
+    damaged = sorted(p for p in newest.rglob("*") if p.is_file() and p.stat().st_size > 0)[0]
+    damaged.write_bytes(b"\0" * damaged.stat().st_size)  # same size, other bytes: bit rot
+    logs.clear()
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "failed"
+    assert states(dag_run)["verify_in_place"] == "failed"
+    assert states(dag_run)["fail_run_if_shipping_failed"] == "failed"
+    text = logs.text()
+    assert f"SpeechMiner backup(s) at DC2 (file://{ship.destination}) no longer match the manifest" in text
+    assert damaged.relative_to(newest).as_posix() in text
+    assert "do not promote it without checking" in text
+    assert states(dag_run)["freshness"] == "failed", "the damaged backup is not counted as verified"
+
+
+def test_verify_in_place_fails_at_once_when_nothing_arrived(
+    in_place: Callable[..., InPlace], logs: Logs
+) -> None:
+    ship = in_place()
+    ship.destination.mkdir(parents=True, exist_ok=True)  # the share exists, SpeechMiner never wrote to it
+
+    dag_run = ship.run()
+
+    assert dag_run.state == "failed"
+    assert states(dag_run)["wait_for_backup"] == "failed"
+    assert states(dag_run)["verify_in_place"] == "upstream_failed"
+    text = logs.text()
+    assert f"no backup folder under file://{ship.destination}" in text
+    assert "no verified SpeechMiner backup at DC2" in text, "freshness still runs and says so"
+
+
+def test_verify_in_place_fails_loudly_on_a_stale_backup(in_place: Callable[..., InPlace], logs: Logs) -> None:
+    ship = in_place()
+    (newest,) = ship.generate(end_day=TODAY - timedelta(days=3))  # SpeechMiner stopped 3 days ago
+
+    dag_run = ship.run()
+
+    assert states(dag_run)["verify_in_place"] == "success", "what arrived is intact, and recorded"
+    assert states(dag_run)["freshness"] == "failed"
+    assert dag_run.state == "failed"
+    text = logs.text()
+    assert f"the newest verified SpeechMiner backup at DC2 is {newest.name}, " in text
+    assert "more than shipping.max_age_hours=26" in text

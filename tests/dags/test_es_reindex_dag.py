@@ -35,7 +35,7 @@ from include.gir_sim.state import SimError
 pytestmark = pytest.mark.usefixtures("airflow_api")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CC_A, CC_B = "9a4c1e3f0b", "5d21f07c88"
+CC_A, CC_B = "625a5cf1-dea8-4e46-b18b-831d4b254488", "0c7e2b9d-4f13-4a8e-9b6d-2e5f8a1c3d70"
 HOUR_MS = 3_600_000
 KINDS = ("recordings", "screen-recordings")
 ONE_PAIR = {"contact_centers": [CC_A], "kinds": ["recordings"]}
@@ -159,7 +159,8 @@ def test_one_dag_per_reindex_dc_with_a_data_interval_in_the_dcs_timezone(gir: An
     from include.gir_ops.bootstrap import pool_specs
 
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "gir_es_reindex.py"))
-    assert sorted(bag.dags) == ["gir_es_reindex_dc2", "gir_es_reindex_dc3"]  # DC1: reindex.enabled false
+    # Every DC has its DAG; DC1 (reindex.enabled false) an unscheduled one (see the tests below).
+    assert sorted(bag.dags) == ["gir_es_reindex_dc1", "gir_es_reindex_dc2", "gir_es_reindex_dc3"]
     pools = {spec.name for spec in pool_specs(gir.topology)}
     for site, cron, timezone in (("DC2", "0 2 * * *", "Europe/Paris"), ("DC3", "30 1 * * *", "Asia/Kolkata")):
         dag = load_dag(f"gir_es_reindex_{site.lower()}")
@@ -194,25 +195,91 @@ def test_one_dag_per_reindex_dc_with_a_data_interval_in_the_dcs_timezone(gir: An
         assert plan.downstream_task_ids == {"send"}
 
 
-def test_a_topology_where_no_dc_reindexes_defines_no_dag_and_says_so_once(
-    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_a_dc_without_reindex_enabled_gets_an_unscheduled_dag_for_manual_runs(
+    gir: Any, load_dag: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """No ``reindex`` section anywhere: the feature is not configured, which is not a parse error."""
+    """The guide wants the indexes up to date in every DC: the primary too has a DAG, without a schedule."""
+    from airflow.sdk.definitions.timetables.simple import NullTimetable
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    from include.gir_ops.bootstrap import pool_specs
+
+    with caplog.at_level(logging.WARNING):
+        dag = load_dag("gir_es_reindex_dc1")
+    assert not [r for r in caplog.records if "gir_es_reindex" in r.getMessage()]  # no "not configured"
+    assert isinstance(dag.timetable, NullTimetable)
+    assert dag.timetable.can_be_scheduled is False  # the scheduler never creates a run of it
+    assert coerce_to_core_timetable(dag.timetable).periodic is False  # so no backfill (see below)
+    assert "manual-only" in dag.tags
+    assert "manual runs only" in dag.description
+    assert "airflow backfill create` is refused for this DAG" in dag.doc_md
+    assert "ONE manual run with `from` and `to`" in dag.doc_md
+    dc1 = gir.topology.site("DC1")
+    assert dag.get_task("plan").pool == dc1.rws_pool
+    assert dc1.rws_pool in {spec.name for spec in pool_specs(gir.topology)}  # bootstrap creates it
+    assert set(dag.params) == {"from", "to", "contact_centers", "kinds", "purge_old"}
+
+
+def test_a_topology_where_no_dc_reindexes_still_defines_one_dag_per_dc(
+    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     document = topology_with(lambda dcs: [dc.pop("reindex", None) for dc in dcs.values()])
     path = tmp_path / "topology.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     monkeypatch.setenv("GIR_TOPOLOGY", str(path))
-    with caplog.at_level(logging.WARNING):
-        bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "gir_es_reindex.py"))
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "gir_es_reindex.py"))
     assert bag.import_errors == {}
-    assert bag.dags == {}
-    warnings = [record.getMessage() for record in caplog.records if "gir_es_reindex" in record.getMessage()]
-    assert warnings == [
-        "gir_es_reindex_<site> is not defined: the topology has no data center with reindex.enabled "
-        "(data_centers[].reindex); enable it for each DC that keeps its own Elasticsearch index"
-    ]
+    assert sorted(bag.dags) == ["gir_es_reindex_dc1", "gir_es_reindex_dc2", "gir_es_reindex_dc3"]
+    assert all(not dag.timetable.can_be_scheduled for dag in bag.dags.values())
+
+
+def test_the_unscheduled_dag_reindexes_a_manual_range_of_the_primary(gir: Any, load_dag: Any) -> None:
+    """The catch-up after an outage: one manual run with from/to, every contact center and kind of DC1."""
+    conf = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-04T00:00:00Z"}
+    dag_run = run(load_dag("gir_es_reindex_dc1"), logical_date=None, run_conf=conf)
+    assert dag_run.state == "success"
+    days = [utc(2026, 11, day) for day in (1, 2, 3, 4)]
+    assert windows_of(force_index_posts(gir, "DC1")) == Counter(
+        {
+            (cc, kind, to_ms(start), to_ms(end), False): 1
+            for cc in (CC_A, CC_B)
+            for kind in KINDS
+            for start, end in itertools.pairwise(days)
+        }
+    )
+    assert gir.requests("DC2") == [] and gir.requests("DC3") == []
+
+
+def test_the_unscheduled_dag_without_from_to_reindexes_the_cron_period_before_its_logical_date(
+    gir: Any, load_dag: Any
+) -> None:
+    """The cron interval logic stays available: reindex.schedule (0 2 * * * UTC for DC1) gives the period."""
+    dag_run = run(load_dag("gir_es_reindex_dc1"), logical_date=utc(2026, 11, 20), run_conf=ONE_PAIR)
+    assert dag_run.state == "success"
+    start, end = utc(2026, 11, 18, 2), utc(2026, 11, 19, 2)
+    assert windows_of(force_index_posts(gir, "DC1")) == Counter(
+        {(CC_A, "recordings", to_ms(start), to_ms(end), False): 1}
+    )
+
+
+def test_airflow_refuses_to_backfill_the_unscheduled_dag_and_says_why(gir: Any, load_dag: Any) -> None:
+    """Checked against Airflow 3.3's own backfill code: a DAG without a schedule has no intervals."""
+    from airflow.models.backfill import DagNonPeriodicScheduleException, _create_backfill
+
+    dag_run = run(load_dag("gir_es_reindex_dc1"), logical_date=utc(2026, 11, 20), run_conf=ONE_PAIR)
+    assert dag_run.state == "success"  # dag.test() wrote the serialized DAG the backfill code reads
+    with pytest.raises(DagNonPeriodicScheduleException, match="non-periodic schedule"):
+        _create_backfill(
+            dag_id="gir_es_reindex_dc1",
+            from_date=utc(2026, 11, 1),
+            to_date=utc(2026, 11, 4),
+            max_active_runs=1,
+            reverse=False,
+            dag_run_conf=None,
+            triggering_user_name="test",
+        )
 
 
 def test_a_topology_that_reads_a_connection_variable_fails_parsing_without_leaking_it(
@@ -256,6 +323,10 @@ def test_the_default_params_are_valid_for_scheduled_runs(gir: Any, load_dag: Any
         ({"contact_centers": ["9a4c-1e3f"]}, "'9a4c-1e3f' does not match"),
         ({"contact_centers": ["../9a4c"]}, "'../9a4c' does not match"),
         ({"contact_centers": ["f" * 65]}, f"'{'f' * 65}' does not match"),
+        # A UUID must be exactly 8-4-4-4-12: a short group, braces or a urn: prefix are refused.
+        ({"contact_centers": [CC_A[:-1]]}, f"'{CC_A[:-1]}' does not match"),
+        ({"contact_centers": [f"{{{CC_A}}}"]}, f"'{{{CC_A}}}' does not match"),
+        ({"contact_centers": [f"urn:uuid:{CC_A}"]}, f"'urn:uuid:{CC_A}' does not match"),
         ({"from": "2026-11-20T00:00:00"}, "'2026-11-20T00:00:00' does not match"),
         ({"to": "yesterday"}, "'yesterday' does not match"),
         ({"purge_old": "yes"}, "'yes' is not of type 'boolean'"),
@@ -273,6 +344,27 @@ def test_the_params_schema_rejects_bad_values_when_the_run_is_created(
     with pytest.raises(ParamValidationError) as caught:
         scheduler_dag.params.deep_merge(conf).validate()
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("contact_center", [CC_A, CC_A.upper(), "9a4c1e3f0b", "9A4C1E3F0B"])
+def test_the_params_schema_accepts_both_id_forms_in_any_case(
+    gir: Any, load_dag: Any, contact_center: str
+) -> None:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = load_dag("gir_es_reindex_dc2")
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    validated = scheduler_dag.params.deep_merge({"contact_centers": [contact_center]}).validate()
+    assert validated["contact_centers"] == [contact_center]
+
+
+def test_a_manual_run_with_an_upper_case_uuid_sends_it_lower_case(gir: Any, load_dag: Any) -> None:
+    """The operator pastes the ID as some tool prints it: the run re-indexes that contact center."""
+    conf = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z", "contact_centers": [CC_B.upper()]}
+    conf["kinds"] = ["recordings"]
+    dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=conf)
+    assert dag_run.state == "success"
+    assert [p["cc"] for p in force_index_posts(gir, "DC2")] == [CC_B]
 
 
 def test_a_run_with_an_unknown_kind_is_never_created(gir: Any, load_dag: Any) -> None:
@@ -474,7 +566,7 @@ def test_status_code_2_is_not_retried_and_names_the_window(
     assert send.rendered_map_index == f"{CC_A} recordings"  # the UI names the failed pair
     output = task_output()
     assert (
-        "RWS DC2 rejected forceIndex of recordings for contact center 9a4c1e3f0b, window 1/2 "
+        f"RWS DC2 rejected forceIndex of recordings for contact center {CC_A}, window 1/2 "
         "[2026-11-01T00:00Z, 2026-11-02T00:00Z) (from=1793491200000, to=1793577600000): HTTP 400, "
         "statusCode 2 = a parameter is not valid for the current state"
     ) in output
@@ -490,7 +582,7 @@ def test_connection_refused_is_retried_then_fails_clearly(
     assert send.try_number == 3  # Airflow retried twice after the client's own attempts
     output = task_output()
     assert len(re.findall(r"failed \(attempt [123]/4\)", output)) == 9  # 3 resends in each of 3 tries
-    assert "RWS DC2 could not be reached for forceIndex of recordings for contact center 9a4c1e3f0b" in output
+    assert f"RWS DC2 could not be reached for forceIndex of recordings for contact center {CC_A}" in output
     assert "connection refused or host unknown" in output
     assert "(gave up after 4 attempts)" in output
     gir.simulator.start_site("DC2")
@@ -505,7 +597,7 @@ def test_a_timeout_is_resent_and_the_range_completes(
     gir.fault("DC2", count=1, mode="delay", delay_ms=2500, method="POST")
     dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=TWO_DAYS)
     assert dag_run.state == "success"
-    assert "RWS DC2 did not answer forceIndex of recordings for contact center 9a4c1e3f0b" in task_output()
+    assert f"RWS DC2 did not answer forceIndex of recordings for contact center {CC_A}" in task_output()
     # The timed-out POST is still processed by RWS, 2.5 s after it arrived: wait for it to be recorded.
     deadline = time.monotonic() + 10
     while len(sent_windows(gir)) < 3 and time.monotonic() < deadline:
@@ -667,7 +759,7 @@ def test_an_unreachable_airflow_api_is_retried_by_airflow(
         (
             "manual",
             {"contact_centers": [f"{CC_A}\n"]},
-            "param 'contact_centers' must be a list of hexadecimal contact center IDs",
+            "param 'contact_centers' must be a list of contact center IDs, each a dashed UUID",
         ),
         (
             "backfill",
@@ -703,7 +795,7 @@ def test_a_400_day_range_for_3_contact_centers_and_both_kinds_completes(
     gir_factory: Any, load_dag: Any
 ) -> None:
     """2,400 windows in 6 mapped tasks (one per contact center and kind), far below max_map_length."""
-    three = [CC_A, CC_B, "77e0aa12bc"]
+    three = [CC_A, CC_B, "3b1d7f2e-8c4a-4e9f-a6b2-5d0c9e7f1a34"]
     gir = gir_factory(topology=topology_with(lambda dcs: dcs["DC2"]["rws"].update(contact_centers=three)))
     conf = {"from": "2025-10-01T00:00:00Z", "to": "2026-11-05T00:00:00Z"}  # 400 days
     dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=conf)

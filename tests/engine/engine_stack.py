@@ -56,7 +56,7 @@ UI_USERS = {"admin": "admin", "approver": "admin", "oncall": "user"}
 API_USERS = {**UI_USERS, SERVICE_USER: SIMPLE_AUTH_MANAGER_ROLE}
 SIMPLE_AUTH_MANAGER_USERS = ",".join(f"{user}:{role}" for user, role in API_USERS.items())
 EXPECTED_DAG_IDS = (
-    "gir_es_reindex_dc1",
+    "gir_es_reindex_dc1",  # the primary: no schedule, manual runs only (reindex.enabled is false)
     "gir_es_reindex_dc2",
     "gir_es_reindex_dc3",
     "gir_eservices_failover",
@@ -131,6 +131,8 @@ TOPOLOGY_OVERRIDES: dict[str, Any] = {
         # 2028-02-29 and its interval only ends in 2032. Shipping runs are triggered by the tests.
         "schedule": "0 0 29 2 *",
         "poll_seconds": 2,
+        # The engine's shipping tests write and wait for this marker (the topology's default is none).
+        "ready_marker": "_BACKUP_COMPLETE",
         "quiet_minutes": 0.05,
         "wait_timeout_minutes": 10,
     },
@@ -470,12 +472,6 @@ class EngineStack:
 
     def _write_topology(self) -> None:
         self.topology_document = deep_merge(default_topology_dict(), TOPOLOGY_OVERRIDES)
-        # The primary gets a re-index DAG (gir_es_reindex_dc1) for the failover's catch-up after a
-        # switch-back; its schedule never ticks during a test run (see shipping above).
-        primary = self.topology_document["primary_site"]
-        for dc in self.topology_document["data_centers"]:
-            if dc["site"] == primary:
-                dc["reindex"] = {**dc.get("reindex", {}), "enabled": True, "schedule": "0 0 29 2 *"}
         self.topology_path.write_text(
             yaml.safe_dump(self.topology_document, sort_keys=False), encoding="utf-8"
         )

@@ -9,11 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
+from include.gir_ops.params import is_contact_center_id
 from include.gir_ops.topology import DEFAULT_TOPOLOGY_PATH, load_topology
 from include.gir_sim.server import GirSimulator, simulated_contact_centers
 from include.gir_sim.state import HOUR_MS, Fault, SimError, SimState, round_to_nearest_hour
@@ -32,7 +34,10 @@ class FakeClock:
 
 def _state(clock: FakeClock | None = None) -> SimState:
     return SimState(
-        [("DC1", ["9A4C1E3F0B"], True), ("DC2", ["9a4c1e3f0b"], False)],
+        [
+            ("DC1", ["625A5CF1-DEA8-4E46-B18B-831D4B254488"], True),
+            ("DC2", ["625a5cf1-dea8-4e46-b18b-831d4b254488"], False),
+        ],
         primary_site="DC1",
         dr_monitoring_delay_seconds=30,
         clock=clock or FakeClock(),
@@ -52,17 +57,22 @@ def test_rounding_is_to_the_nearest_hour() -> None:
 def test_force_index_records_each_rounded_hour() -> None:
     state = _state()
     answer = state.force_index(
-        "DC1", "9a4c1e3f0b", "recordings", {"operationName": "forceIndex", "from": T0, "to": T0 + 3 * HOUR_MS}
+        "DC1",
+        "625a5cf1-dea8-4e46-b18b-831d4b254488",
+        "recordings",
+        {"operationName": "forceIndex", "from": T0, "to": T0 + 3 * HOUR_MS},
     )
     assert answer["hours"] == 3
     start = round_to_nearest_hour(T0)
-    assert state.indexed("DC1") == {"9a4c1e3f0b": {"recordings": {start + i * HOUR_MS: 1 for i in range(3)}}}
+    assert state.indexed("DC1") == {
+        "625a5cf1-dea8-4e46-b18b-831d4b254488": {"recordings": {start + i * HOUR_MS: 1 for i in range(3)}}
+    }
 
 
 def test_force_index_accepts_the_guides_string_milliseconds() -> None:
     state = _state()
     body = {"operationName": "forceIndex", "from": "1369272257713", "to": "1369275857713", "purgeOld": False}
-    assert state.force_index("DC1", "9a4c1e3f0b", "recordings", body)["hours"] == 1
+    assert state.force_index("DC1", "625a5cf1-dea8-4e46-b18b-831d4b254488", "recordings", body)["hours"] == 1
 
 
 @pytest.mark.parametrize(
@@ -85,7 +95,7 @@ def test_force_index_validates_like_the_guides_table(
     body: dict[str, object], http_status: int, status_code: int, message: str
 ) -> None:
     with pytest.raises(SimError, match=message) as caught:
-        _state().force_index("DC1", "9a4c1e3f0b", "recordings", body)
+        _state().force_index("DC1", "625a5cf1-dea8-4e46-b18b-831d4b254488", "recordings", body)
     assert (caught.value.http_status, caught.value.status_code) == (http_status, status_code)
 
 
@@ -96,7 +106,7 @@ def test_force_index_refuses_unknown_contact_center_and_disabled_screen_recordin
         state.force_index("DC1", "0000", "recordings", body)
     assert caught.value.status_code == 6
     with pytest.raises(SimError, match="screen recording is not enabled") as caught:
-        state.force_index("DC2", "9a4c1e3f0b", "screen-recordings", body)
+        state.force_index("DC2", "625a5cf1-dea8-4e46-b18b-831d4b254488", "screen-recordings", body)
     assert caught.value.status_code == 2
     assert state.indexed("DC2") == {}
 
@@ -104,17 +114,17 @@ def test_force_index_refuses_unknown_contact_center_and_disabled_screen_recordin
 def test_purge_old_drops_the_index_first() -> None:
     state = _state()
     first = {"operationName": "forceIndex", "from": T0, "to": T0 + 2 * HOUR_MS}
-    state.force_index("DC1", "9a4c1e3f0b", "recordings", first)
+    state.force_index("DC1", "625a5cf1-dea8-4e46-b18b-831d4b254488", "recordings", first)
     purge = {
         "operationName": "forceIndex",
         "from": T0 + 5 * HOUR_MS,
         "to": T0 + 6 * HOUR_MS,
         "purgeOld": True,
     }
-    state.force_index("DC1", "9a4c1e3f0b", "recordings", purge)
-    hours = state.indexed("DC1")["9a4c1e3f0b"]["recordings"]
+    state.force_index("DC1", "625a5cf1-dea8-4e46-b18b-831d4b254488", "recordings", purge)
+    hours = state.indexed("DC1")["625a5cf1-dea8-4e46-b18b-831d4b254488"]["recordings"]
     assert list(hours) == [round_to_nearest_hour(T0 + 5 * HOUR_MS)]
-    assert state.sites["DC1"].purges == [("9a4c1e3f0b", "recordings")]
+    assert state.sites["DC1"].purges == [("625a5cf1-dea8-4e46-b18b-831d4b254488", "recordings")]
 
 
 def _site(state: SimState, env_id: str) -> str | None:
@@ -219,21 +229,42 @@ def test_ops_api_requires_the_ops_user(simulator: GirSimulator) -> None:
     assert [r["authorized"] for r in recorded] == [False, False]
 
 
-def test_contact_centers_listed_as_uris_ending_in_hex_ids(simulator: GirSimulator) -> None:
+def test_contact_centers_listed_as_uris_ending_in_dashed_uuids(simulator: GirSimulator) -> None:
+    """As real RWS deployments address contact centers (the guide only says "in hex format")."""
     body = requests.get(f"{simulator.url('DC3')}{OPS}/contact-centers", auth=AUTH, timeout=5).json()
     assert body["statusCode"] == 0
-    assert [uri.rsplit("/", 1)[-1] for uri in body["uris"]] == simulated_contact_centers("DC3")
+    listed = [uri.rsplit("/", 1)[-1] for uri in body["uris"]]
+    assert listed == simulated_contact_centers("DC3")
+    assert len(set(listed)) == 3
+    assert all(str(uuid.UUID(cc)) == cc for cc in listed)  # canonical 8-4-4-4-12, lower case
+    assert all(is_contact_center_id(cc) for cc in listed)  # what the DAGs accept from discovery
     assert all(uri.startswith(simulator.url("DC3")) for uri in body["uris"])
+    assert simulated_contact_centers("DC3") == listed  # the same IDs on every start
+    assert set(simulated_contact_centers("DC2")).isdisjoint(listed)
+
+
+def test_force_index_matches_the_contact_center_id_case_insensitively(simulator: GirSimulator) -> None:
+    cc = "625a5cf1-dea8-4e46-b18b-831d4b254488"
+    body = {"operationName": "forceIndex", "from": T0, "to": T0 + HOUR_MS}
+    upper = f"{simulator.url('DC2')}{OPS}/contact-centers/{cc.upper()}/recordings"
+    assert requests.post(upper, json=body, auth=AUTH, timeout=5).json()["statusCode"] == 0
+    unknown = f"{simulator.url('DC2')}{OPS}/contact-centers/{cc.replace('-', '')}/recordings"
+    response = requests.post(unknown, json=body, auth=AUTH, timeout=5)
+    assert (response.status_code, response.json()["statusCode"]) == (404, 6)
+    indexed = requests.get(f"{simulator.url('DC2')}/_sim/indexed", timeout=5).json()
+    assert list(indexed) == [cc]
 
 
 def test_force_index_over_http_is_recorded(simulator: GirSimulator) -> None:
-    url = f"{simulator.url('DC2')}{OPS}/contact-centers/9a4c1e3f0b/screen-recordings"
+    url = (
+        f"{simulator.url('DC2')}{OPS}/contact-centers/625a5cf1-dea8-4e46-b18b-831d4b254488/screen-recordings"
+    )
     body = {"operationName": "forceIndex", "from": T0, "to": T0 + 2 * HOUR_MS, "purgeOld": False}
     response = requests.post(url, json=body, auth=AUTH, timeout=5)
     assert response.status_code == 200 and response.json()["statusCode"] == 0
     indexed = requests.get(f"{simulator.url('DC2')}/_sim/indexed", timeout=5).json()
     assert indexed == {
-        "9a4c1e3f0b": {
+        "625a5cf1-dea8-4e46-b18b-831d4b254488": {
             "screen-recordings": {
                 str(round_to_nearest_hour(T0)): 1,
                 str(round_to_nearest_hour(T0) + HOUR_MS): 1,
@@ -243,7 +274,7 @@ def test_force_index_over_http_is_recorded(simulator: GirSimulator) -> None:
     recorded = requests.get(f"{simulator.url('DC2')}/_sim/requests", timeout=5).json()
     assert recorded[-1] | {"time": 0} == {
         "method": "POST",
-        "path": f"{OPS}/contact-centers/9a4c1e3f0b/screen-recordings",
+        "path": f"{OPS}/contact-centers/625a5cf1-dea8-4e46-b18b-831d4b254488/screen-recordings",
         "body": body,
         "authorized": True,
         "http_status": 200,
@@ -255,7 +286,7 @@ def test_force_index_over_http_is_recorded(simulator: GirSimulator) -> None:
 
 
 def test_refusal_carries_status_code_and_message(simulator: GirSimulator) -> None:
-    url = f"{simulator.url('DC2')}{OPS}/contact-centers/9a4c1e3f0b/recordings"
+    url = f"{simulator.url('DC2')}{OPS}/contact-centers/625a5cf1-dea8-4e46-b18b-831d4b254488/recordings"
     response = requests.post(
         url, json={"operationName": "forceIndex", "from": T0, "to": T0}, auth=AUTH, timeout=5
     )

@@ -98,10 +98,11 @@ def _ensure_demo_connections(topology: Topology, urls: dict[str, str] = URLS) ->
 
 
 @pytest.mark.usefixtures("clean_db")
-def test_pools_are_created_for_reindex_dcs_and_the_switch(topology: Topology) -> None:
+def test_pools_are_created_for_every_dcs_reindex_dag_and_the_switch(topology: Topology) -> None:
     changes = bootstrap.ensure_pools(topology)
 
     assert [(c.name, c.action) for c in changes] == [
+        ("gir_rws_dc1", "created"),  # DC1 re-indexes only on demand (manual runs), in its own pool too
         ("gir_rws_dc2", "created"),
         ("gir_rws_dc3", "created"),
         ("gir_rws_switch", "created"),
@@ -109,7 +110,7 @@ def test_pools_are_created_for_reindex_dcs_and_the_switch(topology: Topology) ->
     assert _slots("gir_rws_dc2") == 1
     assert _slots("gir_rws_dc3") == 1
     assert _slots("gir_rws_switch") == 1
-    assert _slots("gir_rws_dc1") is None, "DC1 does not re-index: it needs no pool"
+    assert _slots("gir_rws_dc1") == 1
 
 
 @pytest.mark.usefixtures("clean_db")
@@ -149,7 +150,7 @@ def test_pool_specs_follow_topology_pool_settings() -> None:
     document = yaml.safe_load(TOPOLOGY_FILE.read_text(encoding="utf-8"))
     document["data_centers"][1]["reindex"].update(pool="dc2_rws", pool_slots=3)
     specs = {spec.name: spec.slots for spec in bootstrap.pool_specs(parse_topology(yaml.safe_dump(document)))}
-    assert specs == {"dc2_rws": 3, "gir_rws_dc3": 1, "gir_rws_switch": 1}
+    assert specs == {"gir_rws_dc1": 1, "dc2_rws": 3, "gir_rws_dc3": 1, "gir_rws_switch": 1}
 
 
 # --- connections -------------------------------------------------------------------------------------

@@ -13,7 +13,11 @@ from include.gir_ops.params import (
     is_contact_center_id,
     trigger_param,
 )
-from include.gir_ops.shared import CONTACT_CENTER_ID_PATTERN, ISO_WITH_OFFSET_PATTERN
+from include.gir_ops.shared import (
+    CONTACT_CENTER_ID_FORMS,
+    CONTACT_CENTER_ID_PATTERN,
+    ISO_WITH_OFFSET_PATTERN,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +65,48 @@ def test_without_a_default_the_param_is_required() -> None:
 @pytest.mark.parametrize("value", ["9a4c1e3f0b", "ABCDEF0123", "0", "f" * 64])
 def test_hex_contact_center_ids_are_accepted(value: str) -> None:
     assert is_contact_center_id(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "625a5cf1-dea8-4e46-b18b-831d4b254488",  # as real RWS lists them
+        "625A5CF1-DEA8-4E46-B18B-831D4B254488",
+        "625a5CF1-dea8-4E46-b18b-831d4B254488",
+        "00000000-0000-0000-0000-000000000000",
+    ],
+)
+def test_dashed_uuid_contact_center_ids_are_accepted(value: str) -> None:
+    assert is_contact_center_id(value)
+    assert re.search(CONTACT_CENTER_ID_PATTERN, value)  # the trigger form's JSON-schema pattern too
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "625a5cf1-dea8-4e46-b18b-831d4b25448",  # last group one digit short
+        "625a5cf1-dea8-4e46-b18b-831d4b2544880",  # one digit long
+        "625a5cf1dea8-4e46-b18b-831d4b254488",  # a dash missing
+        "625a5cf1-dea8-4e46-b18b-831d-4b254488",  # a dash too many
+        "625a5cf1--dea8-4e46-b18b-831d4b254488",
+        "-625a5cf1",
+        "625a5cf1-",
+        "{625a5cf1-dea8-4e46-b18b-831d4b254488}",  # as .NET prints it
+        "urn:uuid:625a5cf1-dea8-4e46-b18b-831d4b254488",
+        "625a5cf1-dea8-4e46-b18b-831d4b25448g",
+        "625a5cf1-dea8-4e46-b18b-831d4b254488\n",
+    ],
+)
+def test_malformed_uuids_are_refused_everywhere(value: str) -> None:
+    """Only the exact 8-4-4-4-12 dashed form or plain hex: nothing else reaches a URL path."""
+    assert not is_contact_center_id(value)
+
+
+def test_the_refusal_shows_both_accepted_forms() -> None:
+    assert "dashed UUID (8-4-4-4-12 hex digits, e.g. 625a5cf1-dea8-4e46-b18b-831d4b254488)" in (
+        CONTACT_CENTER_ID_FORMS
+    )
+    assert "plain hex (1-64 hex digits" in CONTACT_CENTER_ID_FORMS
 
 
 @pytest.mark.parametrize(

@@ -29,12 +29,13 @@ from include.gir_ops.rws import (
     parse_retry_after,
     validate_environment_id,
 )
+from include.gir_ops.shared import CONTACT_CENTER_ID_FORMS
 
 CONN_ID = "gir_rws_test"
 BASE = "http://rws-dc2.example:8090"
 PASSWORD = "s3cret-ops-password-Zq81"  # a test credential, asserted never to leak
 AUTH_HEADER = "Basic " + base64.b64encode(f"ops:{PASSWORD}".encode()).decode()
-CC = "9a4c1e3f0b"
+CC = "625a5cf1-dea8-4e46-b18b-831d4b254488"
 FORCE_INDEX_URL = f"{BASE}/api/v2/ops/contact-centers/{CC}/recordings"
 FROM_MS, TO_MS = 1794963600000, 1795050000000
 
@@ -110,6 +111,28 @@ def test_contact_center_ids_come_from_the_end_of_each_uri(
     assert client.contact_center_ids() == ["abc123", "0f0f"]
 
 
+def test_discovered_uuid_contact_center_ids_are_accepted_and_sent_lowercase(
+    client: RwsClient, requests_mock: requests_mock_module.Mocker
+) -> None:
+    """Real RWS lists contact centers by dashed UUID (in any case); each is kept and sent in lower case."""
+    requests_mock.get(
+        f"{BASE}/api/v2/ops/contact-centers",
+        json={
+            "statusCode": 0,
+            "uris": [
+                f"{BASE}/api/v2/ops/contact-centers/625A5CF1-DEA8-4E46-B18B-831D4B254488",
+                f"{BASE}/api/v2/ops/contact-centers/0c7e2b9d-4f13-4a8e-9b6d-2e5f8a1c3d70/",
+                f"{BASE}/api/v2/ops/contact-centers/9A4C1E3F0B",
+            ],
+        },
+    )
+    ids = client.contact_center_ids()
+    assert ids == [CC, "0c7e2b9d-4f13-4a8e-9b6d-2e5f8a1c3d70", "9a4c1e3f0b"]
+    requests_mock.post(FORCE_INDEX_URL, json={"statusCode": 0})
+    client.force_index(CC.upper(), "recordings", FROM_MS, TO_MS)
+    assert requests_mock.last_request.url == FORCE_INDEX_URL  # .url keeps the case as sent
+
+
 # --- both checks: HTTP status and statusCode ---------------------------------------------------------
 
 
@@ -120,7 +143,10 @@ def test_http_200_with_a_non_zero_status_code_is_an_error(
     with pytest.raises(RwsError) as caught:
         force_index(client)
     message = str(caught.value)
-    assert "RWS DC2 rejected forceIndex of recordings for contact center 9a4c1e3f0b" in message
+    assert (
+        "RWS DC2 rejected forceIndex of recordings for contact center 625a5cf1-dea8-4e46-b18b-831d4b254488"
+        in message
+    )
     assert f"[{FROM_MS}, {TO_MS})" in message  # the window
     assert "statusCode 2 = a parameter is not valid for the current state (index busy)" in message
     assert requests_mock.call_count == 1
@@ -140,7 +166,7 @@ def test_the_callers_description_names_dc_contact_center_and_window(
     client: RwsClient, requests_mock: requests_mock_module.Mocker
 ) -> None:
     requests_mock.post(FORCE_INDEX_URL, **gws(6, 404))
-    what = "forceIndex of recordings for contact center 9a4c1e3f0b, window 2/3 [2026-11-18T01:00Z, ...)"
+    what = f"forceIndex of recordings for contact center {CC}, window 2/3 [2026-11-18T01:00Z, ...)"
     with pytest.raises(RwsError) as caught:
         force_index(client, what=what)
     assert str(caught.value).startswith(f"RWS DC2 rejected {what}: HTTP 404, statusCode 6 = ")
@@ -410,8 +436,10 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
         ("ab cd", "it contains whitespace"),
         ("ab\ncd", "it contains a control character"),
         ("ab\x00", "it contains a control character"),
-        ("abc?x=1", "it is not 1-64 hexadecimal digits"),
-        ("zz", "it is not 1-64 hexadecimal digits"),
+        ("abc?x=1", f"it is not {CONTACT_CENTER_ID_FORMS}"),
+        ("zz", f"it is not {CONTACT_CENTER_ID_FORMS}"),
+        ("625a5cf1-dea8-4e46-b18b-831d4b25448", f"it is not {CONTACT_CENTER_ID_FORMS}"),
+        ("{625a5cf1-dea8-4e46-b18b-831d4b254488}", f"it is not {CONTACT_CENTER_ID_FORMS}"),
     ],
 )
 def test_discovered_contact_center_ids_are_validated_before_use(
@@ -430,7 +458,7 @@ def test_discovered_contact_center_ids_are_validated_before_use(
     message = str(caught.value)
     assert message.startswith(
         f"contact center ID {segment!r} from RWS DC2 (GET /api/v2/ops/contact-centers) is refused: "
-        f"{problem}; a contact center ID is 1-64 hexadecimal digits"
+        f"{problem}; a contact center ID is {CONTACT_CENTER_ID_FORMS}, and it goes into a URL path"
     )
     assert "\n" not in message and "\x00" not in message  # shown escaped: no log-line injection
     assert caught.value.retryable is False
@@ -521,9 +549,7 @@ def test_connection_refused_is_retried_then_fails_clearly(monkeypatch: pytest.Mo
     with pytest.raises(RwsUnreachable) as caught:
         force_index(RwsClient("DC2", CONN_ID, sleep=sleeps.append))
     message = str(caught.value)
-    assert (
-        "RWS DC2 could not be reached for forceIndex of recordings for contact center 9a4c1e3f0b" in message
-    )
+    assert f"RWS DC2 could not be reached for forceIndex of recordings for contact center {CC}" in message
     assert "connection refused or host unknown" in message
     assert f"check that http://127.0.0.1:{port}/api/v2/ops/contact-centers/{CC}/recordings is up" in message
     assert "(gave up after 4 attempts)" in message
@@ -556,9 +582,7 @@ def test_a_timeout_that_persists_fails_clearly(
     requests_mock.post(FORCE_INDEX_URL, exc=requests.exceptions.ReadTimeout)
     with pytest.raises(RwsUnreachable) as caught:
         force_index(client)
-    assert "RWS DC2 did not answer forceIndex of recordings for contact center 9a4c1e3f0b" in str(
-        caught.value
-    )
+    assert f"RWS DC2 did not answer forceIndex of recordings for contact center {CC}" in str(caught.value)
     assert "in time (ReadTimeout)" in str(caught.value)
     assert requests_mock.call_count == 4
 

@@ -51,6 +51,51 @@ def test_default_topology_is_valid_and_describes_the_simulator() -> None:
     assert topology.site("DC3").rws_pool == "gir_rws_dc3"
 
 
+def test_the_example_topology_uses_dashed_uuid_contact_centers_as_real_rws_does() -> None:
+    topology = load_topology(DEFAULT_TOPOLOGY_PATH)
+    listed = [cc for dc in topology.data_centers for cc in dc.rws.contact_centers]
+    assert listed
+    assert all(
+        re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", cc) for cc in listed
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        ("625a5cf1-dea8-4e46-b18b-831d4b254488", "625a5cf1-dea8-4e46-b18b-831d4b254488"),
+        ("625A5CF1-DEA8-4E46-B18B-831D4B254488", "625a5cf1-dea8-4e46-b18b-831d4b254488"),
+        ("9A4C1E3F0B", "9a4c1e3f0b"),
+        ("f" * 64, "f" * 64),
+    ],
+)
+def test_contact_center_ids_in_either_form_are_accepted_and_kept_lowercase(written: str, kept: str) -> None:
+    """One real (UUID) ID used to break the parse of every DAG; both forms parse, in any case."""
+    topology = parse_topology(_with(("data_centers", 0, "rws", "contact_centers"), [written]), "t.yaml")
+    assert topology.site("DC1").rws.contact_centers == [kept]
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "625a5cf1-dea8-4e46-b18b-831d4b25448",
+        "625a5cf1dea8-4e46-b18b-831d4b254488",
+        "{625a5cf1-dea8-4e46-b18b-831d4b254488}",
+        "urn:uuid:625a5cf1-dea8-4e46-b18b-831d4b254488",
+        "f" * 65,
+        "../9a4c",
+    ],
+)
+def test_other_contact_center_id_forms_are_refused_showing_both_accepted_forms(written: str) -> None:
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(_with(("data_centers", 0, "rws", "contact_centers"), [written]), "bad.yaml")
+    message = str(caught.value)
+    assert f"data_centers[0].rws.contact_centers[0]: contact center ID {written!r} is not" in message
+    assert "a dashed UUID (8-4-4-4-12 hex digits, e.g. 625a5cf1-dea8-4e46-b18b-831d4b254488)" in message
+    assert "or plain hex (1-64 hex digits, e.g. 9a4c1e3f0b)" in message
+    assert "fix: use the ID that GET /api/v2/ops/contact-centers returns" in message
+
+
 def test_connection_ids_default_to_the_site_name() -> None:
     topology = parse_topology(_with(("primary_site",), "DC1"), "t.yaml")
     assert topology.site("DC2").rws_conn_id == "gir_rws_dc2"
@@ -82,8 +127,10 @@ def test_environment_references_are_expanded(monkeypatch: pytest.MonkeyPatch) ->
         (("primary_site",), "DC9", r"primary_site: 'DC9' is not among the sites \(DC1, DC2\)"),
         (
             ("data_centers", 0, "rws", "contact_centers"),
-            ["9a4c1e3f0b", "not-hex"],
-            r"data_centers\[0\]\.rws\.contact_centers\[1\]: contact center ID 'not-hex' is not hexadecimal",
+            ["625a5cf1-dea8-4e46-b18b-831d4b254488", "not-hex"],
+            r"data_centers\[0\]\.rws\.contact_centers\[1\]: contact center ID 'not-hex' is not a dashed UUID "
+            r"\(8-4-4-4-12 hex digits, e\.g\. 625a5cf1-dea8-4e46-b18b-831d4b254488\) or plain hex \(1-64 hex "
+            r"digits, e\.g\. 9a4c1e3f0b\); fix: use the ID that GET /api/v2/ops/contact-centers returns",
         ),
         (
             ("data_centers", 1, "timezone"),
@@ -426,3 +473,64 @@ def test_failover_site_field_is_optional_and_dotted() -> None:
     assert FailoverSettings.model_validate(base).confirm_timeout_minutes == 30
     settings = FailoverSettings.model_validate({**base, "site_field": "genesysEnvironment.eServicesSite"})
     assert settings.site_field == "genesysEnvironment.eServicesSite"
+
+
+# --- shipping.mode and the ready marker ----------------------------------------------------------------
+
+
+def test_the_ready_marker_is_off_and_copy_is_the_mode_by_default() -> None:
+    """SpeechMiner writes no completion marker: the example topology and the model both leave it off."""
+    assert load_topology(DEFAULT_TOPOLOGY_PATH).shipping.ready_marker is None
+    shipping = parse_topology(_with(("primary_site",), "DC1"), "t.yaml").shipping
+    assert (shipping.ready_marker, shipping.mode) == (None, "copy")
+
+
+def _in_place(**shipping: object) -> str:
+    document = yaml.safe_load(_with(("shipping", "mode"), "verify-in-place"))
+    del document["data_centers"][0]["speechminer"]  # SpeechMiner writes to the backup DC directly
+    document["shipping"].update(shipping)
+    return yaml.safe_dump(document)
+
+
+def test_verify_in_place_needs_no_source_folder_and_keeps_manifests_beside_the_backups() -> None:
+    shipping = parse_topology(_in_place(), "t.yaml").shipping
+    assert shipping.mode == "verify-in-place"
+    assert shipping.manifest_root == "file:///tmp/replica.gir-manifests"
+    explicit = parse_topology(_in_place(manifest_store="file:///srv/gir/manifests"), "t.yaml").shipping
+    assert explicit.manifest_root == "file:///srv/gir/manifests"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            _with(("shipping", "mode"), "rsync"),
+            r"shipping\.mode: Input should be 'copy' or 'verify-in-place'; fix: use one of the values named",
+        ),
+        (
+            _in_place(manifest_store="file:///tmp/replica/manifests"),
+            r"shipping\.manifest_store: 'file:///tmp/replica/manifests' is inside shipping\.destination, the "
+            r"folder SpeechMiner writes its backups to",
+        ),
+        (
+            _with(("shipping", "manifest_store"), "file:///srv/m"),
+            r"shipping\.manifest_store: is only used with shipping\.mode 'verify-in-place'",
+        ),
+        (
+            _with(("shipping", "mode"), "verify-in-place"),  # DC1 still names another index_backup
+            r"data_centers\[0\]\.speechminer\.index_backup: 'file:///tmp/backup' differs from "
+            r"shipping\.destination 'file:///tmp/replica': in verify-in-place mode SpeechMiner writes",
+        ),
+    ],
+)
+def test_bad_shipping_mode_settings_name_the_key_and_the_fix(text: str, expected: str) -> None:
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(text, "bad.yaml")
+    assert re.search(expected, str(caught.value)), str(caught.value)
+
+
+def test_copy_mode_still_needs_the_primarys_backup_folder() -> None:
+    document = yaml.safe_load(_with(("primary_site",), "DC1"))
+    del document["data_centers"][0]["speechminer"]
+    with pytest.raises(TopologyError, match=r"or set shipping\.mode: verify-in-place"):
+        parse_topology(yaml.safe_dump(document), "bad.yaml")

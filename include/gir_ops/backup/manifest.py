@@ -142,7 +142,11 @@ def manifest_document(
 
 def read_manifest(folder: ObjectStoragePath) -> PublishedManifest | None:
     """The folder's ``MANIFEST.json`` if it exists; raises ``BackupError`` if it exists but is not valid."""
-    path = folder / MANIFEST_NAME
+    return read_manifest_file(folder / MANIFEST_NAME, default_name=folder.name)
+
+
+def read_manifest_file(path: ObjectStoragePath, *, default_name: str) -> PublishedManifest | None:
+    """A manifest file if it exists (``None`` otherwise); ``BackupError`` if it exists but is not valid."""
     target = link_target(path)
     if target is not None:
         raise BackupError(
@@ -164,7 +168,7 @@ def read_manifest(folder: ObjectStoragePath) -> PublishedManifest | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BackupError(f"{path} is not a valid manifest: {exc}") from None
     return PublishedManifest(
-        backup_name=str(document.get("backup_name") or folder.name),
+        backup_name=str(document.get("backup_name") or default_name),
         entries=entries,
         manifest_sha256=digest,
         created_at=parse_iso(document.get("created_at")),

@@ -36,6 +36,8 @@ class ShippingRoute:
     poll_seconds: float
     backup_name_pattern: str = DEFAULT_BACKUP_NAME_PATTERN
     destination_may_be_link: bool = False
+    mode: str = "copy"
+    manifest_root: str = ""
 
     @classmethod
     def from_topology(cls, topology: Topology) -> ShippingRoute:
@@ -43,6 +45,8 @@ class ShippingRoute:
         if shipping is None:
             raise ValueError("the topology has no shipping section")
         source_root = topology.site(shipping.from_site).speechminer.index_backup
+        if shipping.mode == "verify-in-place":
+            source_root = shipping.destination  # SpeechMiner writes there itself
         if source_root is None:  # the topology validator already refuses this
             raise ValueError(f"site {shipping.from_site} has no speechminer.index_backup")
         return cls(
@@ -58,6 +62,8 @@ class ShippingRoute:
             poll_seconds=shipping.poll_seconds,
             backup_name_pattern=shipping.backup_name_pattern,
             destination_may_be_link=shipping.destination_may_be_link,
+            mode=shipping.mode,
+            manifest_root=shipping.manifest_root,
         )
 
     def source_folder(self, backup_name: str) -> ObjectStoragePath:

@@ -18,6 +18,8 @@ VERIFY_AND_PUBLISH = "verify_and_publish"
 RETENTION = "retention"
 FRESHNESS = "freshness"
 FAIL_RUN_IF_SHIPPING_FAILED = "fail_run_if_shipping_failed"
+# shipping.mode verify-in-place: SpeechMiner writes to the backup DC itself; this task checks and records.
+VERIFY_IN_PLACE = "verify_in_place"
 
 # Names this DAG writes at the destination; a source folder or file may not use them.
 MANIFEST_NAME = "MANIFEST.json"

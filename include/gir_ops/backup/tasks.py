@@ -226,3 +226,33 @@ def freshness_task(route: ShippingRoute, *, now: float | None = None) -> dict[st
         route.max_age_hours,
     )
     return result
+
+
+# --- shipping.mode verify-in-place ----------------------------------------------------------------------
+
+
+def verify_in_place_task(
+    route: ShippingRoute, backup_name: str, *, now: float | None = None
+) -> dict[str, Any]:
+    """Record the newest backup SpeechMiner wrote to the backup DC, re-verify the recorded ones (no retry on
+    a change: it will not heal by itself)."""
+    from include.gir_ops.backup.in_place import verify_in_place
+
+    with fail_without_retry(BackupError):
+        return verify_in_place(route, backup_name, now=now)
+
+
+def in_place_freshness_task(route: ShippingRoute, *, now: float | None = None) -> dict[str, Any]:
+    """Fail (no retry) when the newest recorded, intact backup in the backup DC is too old."""
+    from include.gir_ops.backup.in_place import in_place_freshness
+
+    with fail_without_retry(BackupError):
+        result = in_place_freshness(route, now=now)
+    log.info(
+        "newest verified backup at %s: %s, %.1f h old (limit %g h)",
+        route.to_site,
+        result["backup_name"],
+        result["age_hours"],
+        route.max_age_hours,
+    )
+    return result

@@ -27,7 +27,7 @@ from include.gir_ops.reindex.windows import (
     split_windows,
     to_ms,
 )
-from include.gir_ops.shared import format_utc
+from include.gir_ops.shared import CONTACT_CENTER_ID_FORMS, format_utc
 from include.gir_ops.topology import REINDEX_KINDS, DataCenter
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,9 @@ class ReindexParams:
             is_contact_center_id(cc) for cc in contact_centers
         ):
             raise ReindexParamError(
-                f"param 'contact_centers' must be a list of hexadecimal contact center IDs (1-64 hex "
-                f'digits each), got {contact_centers!r}; e.g. ["9a4c1e3f0b"], or [] for all of the DC\'s '
-                "contact centers"
+                "param 'contact_centers' must be a list of contact center IDs, each "
+                f"{CONTACT_CENTER_ID_FORMS}; got {contact_centers!r}; fix: e.g. "
+                '["625a5cf1-dea8-4e46-b18b-831d4b254488"], or [] for all of the DC\'s contact centers'
             )
         if not isinstance(kinds, list | tuple) or not all(isinstance(k, str) for k in kinds):
             raise ReindexParamError(f"param 'kinds' must be a list of index kinds, got {kinds!r}")
@@ -233,9 +233,18 @@ def select_contact_centers(
         return known
     unknown = [cc for cc in requested if cc not in known]
     if unknown:
+        # The same digits with or without dashes are still different IDs in a URL path: say which one RWS
+        # knows rather than guess.
+        compact = {cc.replace("-", ""): cc for cc in known}
+        hints = [
+            f"{cc} is written {compact[cc.replace('-', '')]} there"
+            for cc in unknown
+            if cc.replace("-", "") in compact
+        ]
         raise ReindexParamError(
             f"param 'contact_centers': {', '.join(unknown)} is not a contact center of {dc.site} "
             f"(known from {source}: {', '.join(known)}); use one of those, or [] for all"
+            + (f" ({'; '.join(hints)})" if hints else "")
         )
     return list(requested)
 
@@ -250,14 +259,25 @@ def plan_reindex(
     discover_contact_centers: Callable[[], list[str]],
     now: datetime | None = None,
 ) -> list[ReindexPair]:
-    """One pair per (contact center, kind) to re-index; params are checked before RWS is asked."""
+    """One pair per (contact center, kind) to re-index; params are checked before RWS is asked.
+
+    A DC without ``reindex.enabled`` has an unscheduled DAG: its runs' data interval is a single instant
+    (Airflow's ``NullTimetable``), so without ``from``/``to`` a run re-indexes the latest complete period of
+    ``reindex.schedule`` before its logical date (or before now), the same period a scheduled run would.
+    """
     parsed = ReindexParams.from_mapping(params)
+    now = now or datetime.now(UTC)
+    if not dc.reindex.enabled:
+        moment = min(data_interval_end or now, now)
+        data_interval_start, data_interval_end = last_schedule_period(
+            dc.reindex.schedule, dc.timezone, moment
+        )
     start, end = reindex_range(
         run_type=run_type,
         data_interval_start=data_interval_start,
         data_interval_end=data_interval_end,
         params=parsed,
-        now=now or datetime.now(UTC),
+        now=now,
         latest_period=lambda moment: last_schedule_period(dc.reindex.schedule, dc.timezone, moment),
     )
     available = dc.reindex_kinds

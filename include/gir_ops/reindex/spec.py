@@ -65,7 +65,11 @@ def trigger_params(dc: DataCenter) -> dict[str, Param]:
             uniqueItems=True,
             **known_contact_centers,
             title="Contact centers",
-            description=f"Hex contact center IDs to re-index; empty = every contact center of {dc.site}.",
+            description=(
+                f"Contact center IDs to re-index (dashed UUID as RWS lists them, e.g. "
+                f"625a5cf1-dea8-4e46-b18b-831d4b254488, or plain hex; any case); empty = every contact "
+                f"center of {dc.site}."
+            ),
         ),
         "kinds": trigger_param(
             [],

@@ -15,7 +15,11 @@ from include.gir_ops.rws import RwsError
 from include.gir_ops.shared import fail_without_retry
 from include.gir_ops.topology import DEFAULT_TOPOLOGY_PATH, DataCenter, load_topology
 
-CC_A, CC_B = "9a4c1e3f0b", "5d21f07c88"
+BAD_CC = (
+    "param 'contact_centers' must be a list of contact center IDs, each a dashed UUID (8-4-4-4-12 hex "
+    "digits, e.g. 625a5cf1-dea8-4e46-b18b-831d4b254488) or plain hex (1-64 hex digits, e.g. 9a4c1e3f0b)"
+)
+CC_A, CC_B = "625a5cf1-dea8-4e46-b18b-831d4b254488", "0c7e2b9d-4f13-4a8e-9b6d-2e5f8a1c3d70"
 NOW = datetime(2026, 11, 26, 2, 30, tzinfo=UTC)
 
 
@@ -78,6 +82,19 @@ def test_contact_centers_are_discovered_when_the_topology_list_is_empty() -> Non
     assert pairs[0].max_window_hours == 6
 
 
+def test_discovered_uuids_are_matched_case_insensitively_and_sent_lowercase() -> None:
+    """RWS may list an ID in upper case and the operator may type it in another case: same contact center."""
+    listed = ["625A5CF1-DEA8-4E46-B18B-831D4B254488", "0c7e2b9d-4f13-4a8e-9b6d-2e5f8a1c3d70"]
+    pairs = plan(
+        "DC3",
+        run_type="manual",
+        discovery=Discovery(listed),
+        **{"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"},
+        contact_centers=["625a5cf1-DEA8-4e46-b18b-831D4B254488"],
+    )
+    assert [p.contact_center_id for p in pairs] == ["625a5cf1-dea8-4e46-b18b-831d4b254488"]
+
+
 def test_screen_recordings_only_where_the_dc_uses_screen_recording() -> None:
     assert {p.kind for p in plan("DC2")} == {"recordings", "screen-recordings"}
     assert {p.kind for p in plan("DC3")} == {"recordings"}
@@ -88,7 +105,7 @@ def test_a_manual_run_reindexes_from_to_for_the_chosen_contact_centers_and_kinds
         "DC2",
         run_type="manual",
         **{"from": "2026-11-01T00:00:00+01:00", "to": "2026-11-04T00:00:00+01:00"},
-        contact_centers=["5D21F07C88"],
+        contact_centers=[CC_B.upper()],  # compared case-insensitively, sent lower-case
         kinds=["screen-recordings"],
         purge_old=True,
     )
@@ -149,15 +166,27 @@ def test_pairs_survive_the_trip_through_xcom() -> None:
             "manual",
             {"contact_centers": ["0badc0de"]},
             "param 'contact_centers': 0badc0de is not a contact center of DC2 (known from the topology: "
-            "9a4c1e3f0b, 5d21f07c88)",
+            "625a5cf1-dea8-4e46-b18b-831d4b254488, 0c7e2b9d-4f13-4a8e-9b6d-2e5f8a1c3d70)",
         ),
-        ("DC2", "manual", {"contact_centers": ["not-hex"]}, "must be a list of hexadecimal contact center"),
+        ("DC2", "manual", {"contact_centers": ["not-hex"]}, BAD_CC),
         # The form's pattern lets a trailing newline through (re.search); each would go into a URL path.
-        ("DC2", "manual", {"contact_centers": [f"{CC_A}\n"]}, "must be a list of hexadecimal contact center"),
-        ("DC2", "manual", {"contact_centers": ["../ab"]}, "must be a list of hexadecimal contact center"),
-        ("DC2", "manual", {"contact_centers": ["ab%2Fcd"]}, "must be a list of hexadecimal contact center"),
-        ("DC2", "manual", {"contact_centers": ["ab cd"]}, "must be a list of hexadecimal contact center"),
-        ("DC2", "manual", {"contact_centers": ["a" * 65]}, "(1-64 hex digits each)"),
+        ("DC2", "manual", {"contact_centers": [f"{CC_A}\n"]}, BAD_CC),
+        ("DC2", "manual", {"contact_centers": ["../ab"]}, BAD_CC),
+        ("DC2", "manual", {"contact_centers": ["ab%2Fcd"]}, BAD_CC),
+        ("DC2", "manual", {"contact_centers": ["ab cd"]}, BAD_CC),
+        ("DC2", "manual", {"contact_centers": ["a" * 65]}, "or plain hex (1-64 hex digits"),
+        # A UUID that is not exactly 8-4-4-4-12, or wrapped as some tools print it.
+        ("DC2", "manual", {"contact_centers": ["625a5cf1-dea8-4e46-b18b-831d4b25448"]}, BAD_CC),
+        ("DC2", "manual", {"contact_centers": ["625a5cf1dea8-4e46-b18b-831d4b254488"]}, BAD_CC),
+        ("DC2", "manual", {"contact_centers": ["{625a5cf1-dea8-4e46-b18b-831d4b254488}"]}, BAD_CC),
+        ("DC2", "manual", {"contact_centers": ["urn:uuid:625a5cf1-dea8-4e46-b18b-831d4b254488"]}, BAD_CC),
+        # The same digits without dashes are another ID in a URL path: refused, with the form RWS knows.
+        (
+            "DC2",
+            "manual",
+            {"contact_centers": ["625a5cf1dea84e46b18b831d4b254488"]},
+            "625a5cf1dea84e46b18b831d4b254488 is written 625a5cf1-dea8-4e46-b18b-831d4b254488 there",
+        ),
         (
             "DC2",
             "manual",
@@ -266,3 +295,39 @@ def test_a_zero_width_interval_points_at_the_timetable() -> None:
             discover_contact_centers=Discovery([]),
             now=NOW,
         )
+
+
+# --- a DC without reindex.enabled: an unscheduled DAG ------------------------------------------------
+
+
+def unscheduled(moment: datetime | None, **params: Any) -> Any:
+    """DC1 (reindex.enabled false): Airflow's NullTimetable gives a zero-width interval at the run's date."""
+    return plan_reindex(
+        dc("DC1"),
+        run_type="manual",
+        data_interval_start=moment,
+        data_interval_end=moment,
+        params=params,
+        discover_contact_centers=Discovery([]),
+        now=NOW,
+    )
+
+
+def test_an_unscheduled_run_without_from_to_takes_the_cron_period_before_its_logical_date() -> None:
+    pairs = unscheduled(utc(2026, 11, 20, 12))  # reindex.schedule 0 2 * * * in UTC for DC1
+    assert {(p.start_ms, p.end_ms) for p in pairs} == {
+        (to_ms(utc(2026, 11, 19, 2)), to_ms(utc(2026, 11, 20, 2)))
+    }
+
+
+def test_an_unscheduled_run_without_a_logical_date_takes_the_last_period_before_now() -> None:
+    pairs = unscheduled(None)  # NOW is 2026-11-26T02:30Z
+    assert {(p.start_ms, p.end_ms) for p in pairs} == {
+        (to_ms(utc(2026, 11, 25, 2)), to_ms(utc(2026, 11, 26, 2)))
+    }
+
+
+def test_an_unscheduled_run_with_from_to_reindexes_that_range() -> None:
+    pairs = unscheduled(utc(2026, 11, 20), **{"from": "2026-11-01T00:00:00Z", "to": "2026-11-04T00:00:00Z"})
+    assert {(p.start_ms, p.end_ms) for p in pairs} == {(to_ms(utc(2026, 11, 1)), to_ms(utc(2026, 11, 4)))}
+    assert len(pairs[0].windows()) == 3

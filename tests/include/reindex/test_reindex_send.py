@@ -19,7 +19,7 @@ from include.gir_ops.rws import RwsClient, RwsError
 from include.gir_ops.shared import fail_without_retry
 from include.gir_sim.state import SimError
 
-CC_A, CC_B = "9a4c1e3f0b", "5d21f07c88"
+CC_A, CC_B = "625a5cf1-dea8-4e46-b18b-831d4b254488", "0c7e2b9d-4f13-4a8e-9b6d-2e5f8a1c3d70"
 HOUR_MS = 3_600_000
 DAG_ID, RUN_ID = "gir_es_reindex_dc2", "manual__2026-11-26T02:00:00+00:00"
 
@@ -150,7 +150,7 @@ def test_a_retry_resumes_at_the_failed_window_and_never_resends_or_repurges(
     message = str(caught.value)
     assert "window 3/5 [2026-11-03T00:00Z, 2026-11-04T00:00Z)" in message
     assert "statusCode 2 = a parameter is not valid for the current state" in message
-    assert "windows 1-2 of 5 of 9a4c1e3f0b recordings (up to 2026-11-03T00:00Z) are re-indexed" in message
+    assert f"windows 1-2 of 5 of {CC_A} recordings (up to 2026-11-03T00:00Z) are re-indexed" in message
     assert "a retry resumes at window 3" in message
     assert caught.value.retryable is False
     assert store.saved[-1] == 2  # flushed on the way out even though the interval had not elapsed
@@ -173,7 +173,9 @@ def test_a_failed_purge_stops_the_pair_and_is_repeated_first(gir: Any, sender: C
     with pytest.raises(ReindexWindowFailed) as caught:
         sender(pair(3, purge_old=True), store)
     assert "this was the purgeOld POST" in str(caught.value)
-    assert "the other 2 window(s) of 9a4c1e3f0b recordings were not sent" in str(caught.value)
+    assert "the other 2 window(s) of 625a5cf1-dea8-4e46-b18b-831d4b254488 recordings were not sent" in str(
+        caught.value
+    )
     assert posted(gir) == [(window_start(1), window_start(2), True, 400)]
     assert store.data == {}
 
