@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean venv demo-drift demo-restore browser-deps
+.PHONY: run test lint format bench clean venv demo-drift demo-missing demo-replicate demo-restore browser-deps jdk-deps
 
 venv: $(STAMP)
 
@@ -23,11 +23,19 @@ INSTANCE ?= rcs-dc2-a
 demo-drift: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py drift $(INSTANCE)
 
+## Demo: remove one RCS keystore (MISSING=rcs-dc3-a); then replicate (admin triggers, approver approves).
+MISSING ?= rcs-dc3-a
+demo-missing: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py remove-keystore $(MISSING)
+
+demo-replicate: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py replicate
+
 demo-restore: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) scripts/run_stack.py restore-keystores
 
 ## Lint and the whole test suite (unit, dag.test(), real engine, browser). CI runs exactly this.
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps jdk-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/pytest
@@ -45,6 +53,21 @@ browser-deps:
 	else \
 		echo "make test: the browser test needs chromium and chromedriver; install them, then run make test again:" >&2; \
 		echo "    sudo apt-get update -qq && sudo apt-get install -y -qq $(BROWSER_PACKAGES)" >&2; \
+		exit 1; \
+	fi
+
+## What the keystore tests make their JKS/JCEKS/PKCS12 keystores with: a JDK's keytool (and openssl).
+JDK_PACKAGES := default-jdk-headless openssl
+jdk-deps:
+	@if command -v keytool >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "--> installing $(JDK_PACKAGES) for the keystore tests (keytool)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(JDK_PACKAGES) >/dev/null; \
+	else \
+		echo "make test: the keystore tests need keytool (a JDK) and openssl; install them, then run make test again:" >&2; \
+		echo "    sudo apt-get update -qq && sudo apt-get install -y -qq $(JDK_PACKAGES)" >&2; \
 		exit 1; \
 	fi
 

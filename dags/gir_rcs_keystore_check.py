@@ -26,7 +26,8 @@ DOC_MD = f"""
 Every RCS (Recording Crypto Server) instance in every data center must hold **the same keystore file**.
 An instance with a stale keystore cannot decrypt recordings encrypted with a newer key, and nobody
 notices until playback fails. This DAG reads every keystore listed in the topology (`data_centers[].rcs`),
-takes its SHA-256 and size, opens PKCS12 keystores when a password connection is configured, and
+takes its SHA-256 and size, opens it (PKCS12, JKS or JCEKS: integrity verified with the password, aliases,
+entry types, subjects, expiry) when a password connection is configured, and
 compares each instance with the reference **{TOPOLOGY.keystore_reference or "(none configured)"}**.
 
 Schedule: `{TOPOLOGY.keystore_check.schedule}` in {TIMEZONE} (the primary DC), a point-in-time check with
@@ -50,11 +51,12 @@ A keystore that never answers cannot hold the check up: the report and the asset
 Certificates expiring within {TOPOLOGY.keystore_check.expiry_warning_days} days are warnings (run stays
 green); expired certificates are listed as "kept for old recordings", never errors.
 
-**What to do when red:** read the failure message or the table in `{spec.CHECK_REPLICATION}`'s log; copy
-the reference keystore to the named instances (or restore the reference first if it is the one missing);
-trigger this DAG again. Param `parallel_reads` (default {PARALLEL_READS}, from the topology's
-`keystore_check.parallel_reads`) sets how many keystores are read at once. Passwords come from the Airflow
-connections named by `password_conn_id`; only digests and metadata are ever logged or returned. Full
+**What to do when red:** read the failure message or the table in `{spec.CHECK_REPLICATION}`'s log; trigger
+`{spec.REPLICATE_DAG_ID}` (it copies the reference keystore to the `drift`/`missing` instances after a
+second person approves), or restore the reference first if it is the one missing; then this DAG is green.
+Param `parallel_reads` (default {PARALLEL_READS}, from the topology's `keystore_check.parallel_reads`)
+sets how many keystores are read at once. Passwords come from the Airflow connections named by
+`password_conn_id`; only digests and metadata are ever logged or returned. Full
 operator docs: `docs/gir_rcs_keystore_check.md`.
 """
 

@@ -646,13 +646,121 @@ def demo_keystores(action: str, instance: str | None, paths: StackPaths) -> int:
     return 0
 
 
+def remove_keystore(instance: str | None, paths: StackPaths) -> int:
+    """The demo's "missing" switch: delete one RCS instance's keystore (the replication recreates it)."""
+    from include.gir_sim import demo_data
+
+    os.environ.setdefault("GIR_DATA_DIR", str(paths.data))
+    topology = load_topology(topology_file(os.environ, paths.repo))
+    keystores = demo_data.keystore_paths(topology)
+    if instance not in keystores:
+        print(f"unknown RCS instance {instance!r}; RCS instances: {sorted(keystores)}", file=sys.stderr)
+        return 2
+    keystores[instance].unlink(missing_ok=True)
+    print(f"keystore of {instance} removed: {keystores[instance]}")
+    return 0
+
+
+class DemoApi:
+    """The running stack's REST API as a demo user (the UI's logins, from SimpleAuthManager's file)."""
+
+    def __init__(self, base: str, user: str, password: str) -> None:
+        import requests
+
+        self.base, self.user = base, user
+        self.session = requests.Session()
+        answer = self.session.post(
+            f"{base}/auth/token", json={"username": user, "password": password}, timeout=30
+        )
+        answer.raise_for_status()
+        self.session.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        answer = self.session.request(method, f"{self.base}/api/v2{path}", timeout=30, **kwargs)
+        if answer.status_code >= 400:
+            raise StackError(f"{method} {path} as {self.user}: HTTP {answer.status_code} {answer.text[:300]}")
+        return answer.json() if answer.content else {}
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        run = self.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        return str(run["dag_run_id"])
+
+    def run_path(self, dag_id: str, run_id: str) -> str:
+        return f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
+
+    def wait(self, dag_id: str, run_id: str, *, task_state: tuple[str, str] | None = None) -> str:
+        """Until the run ends (or ``task_state`` = (task, state) is reached); its state."""
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if task_state is not None:
+                task, wanted = task_state
+                ti = self.call("GET", f"{self.run_path(dag_id, run_id)}/taskInstances/{task}")
+                if ti.get("state") == wanted:
+                    return wanted
+            state = self.call("GET", self.run_path(dag_id, run_id))["state"]
+            if state in ("success", "failed"):
+                return str(state)
+            time.sleep(2)
+        raise StackError(f"{dag_id} {run_id} did not finish within 10 minutes")
+
+
+def demo_replicate(paths: StackPaths, environ: Mapping[str, str]) -> int:
+    """The demo's replication, as two people would do it in the UI: the check (red), the replication
+    triggered by admin and approved by approver, then the check again (green)."""
+    from include.gir_ops.keystore import spec
+
+    passwords = read_ui_passwords(paths.airflow_home)
+    if not all(user in passwords for user in UI_USERS):
+        print("the stack is not running (no UI passwords yet): start it with `make run`", file=sys.stderr)
+        return 2
+    base = f"http://127.0.0.1:{ui_port(environ)}"
+    try:
+        admin, approver = (DemoApi(base, user, passwords[user]) for user in UI_USERS)
+        check = admin.trigger(spec.DAG_ID)
+        print(f"--> {spec.DAG_ID} {check}: {admin.wait(spec.DAG_ID, check)}", flush=True)
+        run = admin.trigger(spec.REPLICATE_DAG_ID, {"reason": "demo: replicate the reference keystore"})
+        print(f"--> {spec.REPLICATE_DAG_ID} {run} triggered by admin", flush=True)
+        reached = admin.wait(
+            spec.REPLICATE_DAG_ID, run, task_state=(spec.APPROVE_REPLICATION, "awaiting_input")
+        )
+        if reached == "awaiting_input":
+            detail = (
+                f"{admin.run_path(spec.REPLICATE_DAG_ID, run)}/taskInstances/{spec.APPROVE_REPLICATION}/-1"
+            )
+            asked = approver.call("GET", f"{detail}/hitlDetails")
+            print(f"--> approver is asked: {asked.get('subject')}", flush=True)
+            approver.call(
+                "PATCH", f"{detail}/hitlDetails", json={"chosen_options": ["Approve"], "params_input": {}}
+            )
+            print("--> approved by approver", flush=True)
+        state = admin.wait(spec.REPLICATE_DAG_ID, run)
+        print(f"--> {spec.REPLICATE_DAG_ID} {run}: {state} (see its outcome task for the RCS restarts)")
+        check = admin.trigger(spec.DAG_ID)
+        final = admin.wait(spec.DAG_ID, check)
+    except StackError as exc:
+        print(f"demo-replicate: {exc}", file=sys.stderr)
+        return 1
+    print(f"--> {spec.DAG_ID} {check}: {final}")
+    return 0 if final == "success" else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     paths = StackPaths.for_repo(REPO)
-    if args and args[0] in ("drift", "restore-keystores"):
-        return demo_keystores(args[0], args[1] if len(args) > 1 else None, paths)
+    demos: dict[str, Callable[[], int]] = {
+        "drift": lambda: demo_keystores("drift", args[1] if len(args) > 1 else None, paths),
+        "restore-keystores": lambda: demo_keystores("restore-keystores", None, paths),
+        "remove-keystore": lambda: remove_keystore(args[1] if len(args) > 1 else None, paths),
+        "replicate": lambda: demo_replicate(paths, os.environ),
+    }
+    if args and args[0] in demos:
+        return demos[args[0]]()
     if args:
-        print("usage: run_stack.py [drift INSTANCE | restore-keystores]", file=sys.stderr)
+        print(
+            "usage: run_stack.py [drift INSTANCE | remove-keystore INSTANCE | restore-keystores | replicate]",
+            file=sys.stderr,
+        )
         return 2
     children = Children(cwd=paths.repo, logs=paths.logs)
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -371,12 +371,28 @@ class FailoverSettings(_Strict):
     confirm_timeout_minutes: int = Field(default=30, ge=1)
 
 
+class KeystoreReplicationSettings(_Strict):
+    """The approved copy of the reference keystore to other RCS instances (DAG gir_rcs_keystore_replicate)."""
+
+    approvers: list[Approver] = Field(min_length=1)
+    response_timeout_minutes: int = Field(default=60, ge=1)
+    audit_log: StorageUrl
+    check_grace_minutes: int = Field(
+        default=15, ge=0, description="how much older than one keystore_check.schedule period a check may be"
+    )
+    target_dir_may_be_link: bool = Field(
+        default=False,
+        description="allow a keystore's folder itself to be a symbolic link (the file never may be)",
+    )
+
+
 class Topology(_Strict):
     primary_site: str
     data_centers: list[DataCenter] = Field(min_length=1)
     shipping: ShippingSettings | None = None
     keystore_check: KeystoreCheckSettings = Field(default_factory=KeystoreCheckSettings)
     failover: FailoverSettings | None = None
+    keystore_replication: KeystoreReplicationSettings | None = None
 
     @model_validator(mode="after")
     def _check_references(self) -> Topology:

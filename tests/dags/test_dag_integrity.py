@@ -40,7 +40,12 @@ def dagbag(airflow_db: Path) -> Any:
 def expected_dag_ids() -> set[str]:
     topology = load_topology()
     ids = {f"gir_es_reindex_{dc.site_slug}" for dc in topology.reindex_data_centers}
-    return ids | {"gir_speechminer_backup_ship", "gir_rcs_keystore_check", "gir_eservices_failover"}
+    return ids | {
+        "gir_speechminer_backup_ship",
+        "gir_rcs_keystore_check",
+        "gir_eservices_failover",
+        "gir_rcs_keystore_replicate",
+    }
 
 
 def test_no_import_errors(dagbag: Any) -> None:

@@ -66,19 +66,19 @@ def _stand_in(folder: Path, name: str, body: str) -> None:
 
 
 def _browser_deps(
-    tmp_path: Path, *, programs: tuple[str, ...], uid: int
+    tmp_path: Path, *, programs: tuple[str, ...], uid: int, target: str = "browser-deps"
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    """Run `make browser-deps` with only the given programs on PATH, as the given user id."""
+    """Run `make <target>` (browser-deps, jdk-deps) with only the given programs on PATH, as user ``uid``."""
     assert MAKE, "make is what the README's `make test` runs"
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(parents=True)
     calls = tmp_path / "apt-get.calls"
     for name in programs:
         _stand_in(bin_dir, name, "exit 0")
     _stand_in(bin_dir, "id", f'[ "$1" = "-u" ] && echo {uid}')
     _stand_in(bin_dir, "apt-get", f'echo "$DEBIAN_FRONTEND $*" >> "{calls}"')
     result = subprocess.run(
-        [MAKE, "--no-print-directory", "-C", str(REPO), "browser-deps"],
+        [MAKE, "--no-print-directory", "-C", str(REPO), target],
         env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
         capture_output=True,
         text=True,
@@ -123,3 +123,40 @@ def test_make_test_sets_up_the_browser_before_running_pytest() -> None:
     ).stdout
     assert "apt-get install -y -qq chromium chromium-driver" in dry_run
     assert dry_run.index("command -v chromium") < dry_run.index("bin/pytest")
+
+
+@pytest.mark.parametrize("present", [(), ("keytool",), ("openssl",)])
+def test_jdk_deps_installs_a_jdk_for_the_keystore_tests_as_root(
+    tmp_path: Path, present: tuple[str, ...]
+) -> None:
+    result, apt_calls = _browser_deps(tmp_path, programs=present, uid=0, target="jdk-deps")
+    assert result.returncode == 0, result.stderr
+    assert apt_calls == [
+        "noninteractive update -qq",
+        "noninteractive install -y -qq default-jdk-headless openssl",
+    ]
+
+
+def test_jdk_deps_does_nothing_when_keytool_is_there_and_stops_when_not_root(tmp_path: Path) -> None:
+    result, apt_calls = _browser_deps(
+        tmp_path / "a", programs=("keytool", "openssl"), uid=1000, target="jdk-deps"
+    )
+    assert (result.returncode, apt_calls, result.stderr) == (0, [], "")
+    result, apt_calls = _browser_deps(tmp_path / "b", programs=(), uid=1000, target="jdk-deps")
+    assert result.returncode != 0
+    assert apt_calls == []
+    assert "apt-get install -y -qq default-jdk-headless openssl" in result.stderr
+
+
+def test_make_test_installs_the_jdk_before_running_pytest() -> None:
+    assert MAKE
+    dry_run = subprocess.run(
+        [MAKE, "--no-print-directory", "-n", "-C", str(REPO), "test"],
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "apt-get install -y -qq default-jdk-headless openssl" in dry_run
+    assert dry_run.index("command -v keytool") < dry_run.index("bin/pytest")

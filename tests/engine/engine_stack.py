@@ -61,6 +61,7 @@ EXPECTED_DAG_IDS = (
     "gir_es_reindex_dc3",
     "gir_eservices_failover",
     "gir_rcs_keystore_check",
+    "gir_rcs_keystore_replicate",
     "gir_speechminer_backup_ship",
 )
 TERMINAL_RUN_STATES = ("success", "failed")
@@ -147,6 +148,14 @@ TOPOLOGY_OVERRIDES: dict[str, Any] = {
         "confirm_timeout_minutes": 10,
         "dr_monitoring_delay_seconds": 2,
         "verify_margin_seconds": 20,
+    },
+    "keystore_replication": {
+        # As for the failover: admin may answer, so the DAG's two-person rule is what refuses a self-approval.
+        "approvers": [
+            {"id": "approver", "name": "On-call approver"},
+            {"id": "admin", "name": "Admin"},
+        ],
+        "response_timeout_minutes": 10,
     },
 }
 

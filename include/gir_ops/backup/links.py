@@ -4,46 +4,29 @@ On local stores a symbolic link anywhere at the destination (staging folder, pub
 candidate, a file or folder inside them, and the destination root unless
 ``shipping.destination_may_be_link``) is refused with an error naming it, checked with ``lstat`` right
 before every write, rename and delete: nothing is followed, written or deleted through a link. Object
-stores have no links; there every check passes.
+stores have no links; there every check passes. Finding a link is ``include/gir_ops/storage_links.py``,
+shared with the RCS keystore replication.
 """
 
 from __future__ import annotations
 
-import os
-import stat
 from typing import TYPE_CHECKING
 
 from include.gir_ops.backup.errors import BackupRefused
 from include.gir_ops.backup.tree import entries, is_local, printable
+from include.gir_ops.storage_links import lexists, link_target
+
+__all__ = [
+    "check_destination_root",
+    "lexists",
+    "link_target",
+    "refuse_link",
+    "refuse_links_inside",
+    "refuse_links_on_the_way",
+]
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
-
-
-def link_target(path: ObjectStoragePath) -> str | None:
-    """Where ``path`` points if it is a symbolic link on a local store (``lstat``: never followed).
-
-    ``None`` when it is not a link, does not exist, or the store has no links (object stores).
-    """
-    if not is_local(path):
-        return None
-    try:
-        mode = os.lstat(path.path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if not stat.S_ISLNK(mode):
-        return None
-    try:
-        return os.readlink(path.path)
-    except OSError:
-        return "?"
-
-
-def lexists(path: ObjectStoragePath) -> bool:
-    """Exists, counting a dangling link as existing (local stores; elsewhere ``exists()``)."""
-    if is_local(path):
-        return os.path.lexists(path.path)
-    return bool(path.exists())
 
 
 def refuse_link(path: ObjectStoragePath, role: str) -> None:

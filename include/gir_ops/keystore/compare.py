@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from include.gir_ops.keystore.java_keystores import SECRET_KEY
 from include.gir_ops.keystore.model import (
     DRIFT,
     FINGERPRINT_PREFIX_HEX,
@@ -32,7 +33,7 @@ def _short(sha256: str | None) -> str:
     return f"{sha256[:FINGERPRINT_PREFIX_HEX]}…" if sha256 else "?"
 
 
-def _alias_diff(reference: KeystoreReading, reading: KeystoreReading) -> list[str]:
+def alias_diff(reference: KeystoreReading, reading: KeystoreReading) -> list[str]:
     ref = {c.alias: c for c in reference.certificates}
     here = {c.alias: c for c in reading.certificates}
     parts = []
@@ -44,7 +45,11 @@ def _alias_diff(reference: KeystoreReading, reading: KeystoreReading) -> list[st
         parts.append(f"alias added: {', '.join(added)}")
     for alias in sorted(set(ref) & set(here)):
         a, b = ref[alias], here[alias]
-        if a.sha256_fingerprint != b.sha256_fingerprint:
+        if a.entry_type != b.entry_type and SECRET_KEY in (a.entry_type, b.entry_type):
+            parts.append(
+                f"entry type changed: {alias} ({_entry_label(b)} here, {_entry_label(a)} on reference)"
+            )
+        elif a.sha256_fingerprint != b.sha256_fingerprint:
             parts.append(
                 f"certificate changed: {alias} ({b.sha256_fingerprint[:11]}… here, "
                 f"{a.sha256_fingerprint[:11]}… on reference)"
@@ -56,13 +61,17 @@ def _alias_diff(reference: KeystoreReading, reading: KeystoreReading) -> list[st
     return parts
 
 
+def _entry_label(cert: CertificateInfo) -> str:
+    return (cert.entry_type or "entry").replace("_", " ")
+
+
 def _drift_detail(reference: KeystoreReading, reading: KeystoreReading) -> str:
     parts = [
         f"bytes differ (size {format_size(reading.size)} vs {format_size(reference.size)} on reference, "
         f"sha256 {_short(reading.sha256)} vs {_short(reference.sha256)})"
     ]
     if reading.opened and reference.opened:
-        entries = _alias_diff(reference, reading)
+        entries = alias_diff(reference, reading)
         parts += entries or [
             "same aliases, certificates and private keys (keystore re-exported rather than copied?)"
         ]
@@ -79,8 +88,11 @@ def _match_detail(reading: KeystoreReading, is_reference: bool) -> str:
         expired = sum(c.expiry == "expired" for c in reading.certificates)
         expiring = sum(c.expiry == "expiring" for c in reading.certificates)
         keys = [c.alias for c in reading.certificates if c.has_private_key]
-        extra = [f"{len(reading.certificates)} alias(es)"]
+        secret = [c.alias for c in reading.certificates if c.entry_type == SECRET_KEY]
+        extra = [f"{reading.format} {len(reading.certificates)} alias(es)"]
         extra.append(f"private key(s): {', '.join(keys)}" if keys else "no private key")
+        if secret:
+            extra.append(f"secret key(s): {', '.join(secret)}")
         if expired:
             extra.append(f"{expired} expired, kept for old recordings")
         if expiring:
@@ -97,7 +109,7 @@ def _certificate_notes(readings: Iterable[KeystoreReading]) -> tuple[list[str], 
     by_cert: dict[tuple[str, str, str], tuple[CertificateInfo, list[str]]] = {}
     for reading in readings:
         for cert in reading.certificates:
-            if cert.expiry == "valid":
+            if cert.expiry not in ("expiring", "expired"):  # valid, or a secret key (no certificate)
                 continue
             key = (cert.expiry, cert.alias, cert.sha256_fingerprint)
             by_cert.setdefault(key, (cert, []))[1].append(reading.target.instance)

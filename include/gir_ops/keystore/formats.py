@@ -1,16 +1,27 @@
 """What kind of keystore a file is, whether its DER envelope is whole, and what a PKCS12 keystore holds.
 
-Only PKCS12 keystores are opened (with ``cryptography``); JKS and JCEKS are recognised by their magic
-bytes and compared byte for byte. Opening returns metadata only: aliases, whether each holds a private
-key, certificate fingerprints and expiry. Never the password, the bytes or key material.
+PKCS12 keystores are opened with ``cryptography``; JKS and JCEKS (recognised by their magic bytes) by the
+small reader in ``java_keystores``. All three give the same metadata: aliases, entry types (private key,
+trusted certificate, secret key), certificate subjects, fingerprints and expiry, after the store's
+integrity check with the password. Never the password, the bytes or key material.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
-from include.gir_ops.keystore.key_bags import private_key_owners
+from include.gir_ops.keystore.java_keystores import (
+    JCEKS_MAGIC,
+    JKS_MAGIC,
+    PRIVATE_KEY,
+    SECRET_KEY,
+    TRUSTED_CERTIFICATE,
+    JavaKeystoreError,
+    parse_java_keystore,
+)
+from include.gir_ops.keystore.key_bags import pkcs12_key_bags, private_key_owners
 from include.gir_ops.keystore.model import CertificateInfo
 from include.gir_ops.shared import iso_utc
 
@@ -18,16 +29,14 @@ FORMAT_PKCS12 = "PKCS12"
 FORMAT_JKS = "JKS"
 FORMAT_JCEKS = "JCEKS"
 FORMAT_UNKNOWN = "unknown"
-_JKS_MAGIC = bytes.fromhex("feedfeed")
-_JCEKS_MAGIC = bytes.fromhex("cececece")
 _DER_SEQUENCE = 0x30
 
 
 def sniff_format(head: bytes) -> str:
     """The keystore format from the first bytes: JKS and JCEKS by their magic, PKCS12 by its DER SEQUENCE."""
-    if head.startswith(_JKS_MAGIC):
+    if head.startswith(JKS_MAGIC):
         return FORMAT_JKS
-    if head.startswith(_JCEKS_MAGIC):
+    if head.startswith(JCEKS_MAGIC):
         return FORMAT_JCEKS
     if head[:1] == bytes([_DER_SEQUENCE]):
         return FORMAT_PKCS12
@@ -60,11 +69,96 @@ def der_length_problem(data: bytes, size: int) -> str | None:
     return None
 
 
+def java_subject(certificate: Any) -> str:
+    """The subject as Java prints it (``keytool -list -v``'s "Owner"): most specific RDN first, ", "."""
+    return ", ".join(rdn.rfc4514_string() for rdn in reversed(certificate.subject.rdns))
+
+
+def certificate_info(
+    alias: str, entry_type: str, certificate: Any, *, now: datetime, expiry_warning_days: int
+) -> CertificateInfo:
+    """One entry's metadata from its (public) certificate: the same for PKCS12, JKS and JCEKS."""
+    from cryptography.hazmat.primitives import hashes
+
+    not_after = certificate.not_valid_after_utc
+    if not_after <= now:
+        expiry = "expired"
+    elif not_after <= now + timedelta(days=expiry_warning_days):
+        expiry = "expiring"
+    else:
+        expiry = "valid"
+    return CertificateInfo(
+        alias=alias,
+        has_private_key=entry_type == PRIVATE_KEY,
+        sha256_fingerprint=certificate.fingerprint(hashes.SHA256()).hex(":").upper(),
+        not_valid_after=iso_utc(not_after) or "-",
+        expiry=expiry,
+        days_left=math.ceil((not_after - now) / timedelta(days=1)),
+        entry_type=entry_type,
+        subject=java_subject(certificate),
+    )
+
+
+def secret_key_info(alias: str) -> CertificateInfo:
+    """A JCEKS secret key: its alias and type only (no certificate; the key is never decrypted)."""
+    return CertificateInfo(alias, False, "-", "-", "none", 0, entry_type=SECRET_KEY, subject="-")
+
+
+def wrong_password(fmt: str, conn_id: str | None) -> str:
+    return (
+        f"cannot open: wrong keystore password (connection {conn_id!r}) or corrupt contents: "
+        f"the {fmt} integrity check failed"
+    )
+
+
+def java_structure_problem(data: bytes) -> str | None:
+    """Whether a JKS/JCEKS file is cut short or damaged in its structure: readable without the password."""
+    try:
+        parse_java_keystore(data)
+    except JavaKeystoreError as exc:
+        return str(exc)
+    return None
+
+
+def open_java_keystore(
+    data: bytes, password: str, conn_id: str | None, *, now: datetime, expiry_warning_days: int
+) -> tuple[list[CertificateInfo], str | None]:
+    """The entries of a JKS or JCEKS keystore after its integrity digest verified with the password.
+
+    Certificates are read in the clear; no key is decrypted. Never the password or the bytes.
+    """
+    from cryptography import x509
+
+    try:
+        store = parse_java_keystore(data)
+    except JavaKeystoreError as exc:
+        return [], str(exc)
+    if not store.integrity_ok(data, password):
+        return [], wrong_password(store.format, conn_id)
+    certificates = []
+    for entry in store.entries:
+        if entry.certificate_der is None:
+            if entry.entry_type == SECRET_KEY:
+                certificates.append(secret_key_info(entry.alias))
+            else:  # a private key stored without a certificate chain
+                certificates.append(CertificateInfo(entry.alias, True, "-", "-", "none", 0, PRIVATE_KEY, "-"))
+            continue
+        try:
+            cert = x509.load_der_x509_certificate(entry.certificate_der)
+        except ValueError:
+            return [], f"corrupt: the certificate of {entry.alias} is not valid X.509"
+        certificates.append(
+            certificate_info(
+                entry.alias, entry.entry_type, cert, now=now, expiry_warning_days=expiry_warning_days
+            )
+        )
+    return sorted(certificates, key=lambda c: c.alias), None
+
+
 def open_pkcs12(
     data: bytes, password: str, conn_id: str | None, *, now: datetime, expiry_warning_days: int
 ) -> tuple[list[CertificateInfo], str | None]:
     """The entries of a PKCS12 keystore, or why it cannot be opened. Never the password or the bytes."""
-    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.serialization import pkcs12
 
     try:
@@ -74,10 +168,7 @@ def open_pkcs12(
         # (wrong password, or contents changed after writing), "Could not deserialize" when the
         # structure is broken.
         if "password" in str(exc).lower():
-            return [], (
-                f"cannot open: wrong keystore password (connection {conn_id!r}) or corrupt contents: "
-                "the PKCS12 integrity check failed"
-            )
+            return [], wrong_password(FORMAT_PKCS12, conn_id)
         return [], "corrupt: not a valid PKCS12 structure"
     except Exception as exc:  # an unsupported algorithm inside the keystore, etc.
         return [], f"cannot open PKCS12 ({type(exc).__name__})"
@@ -93,25 +184,20 @@ def open_pkcs12(
         seen[alias] = seen.get(alias, 0) + 1
         return alias if seen[alias] == 1 else f"{alias} #{seen[alias]}"
 
-    certificates = []
-    for entry, has_key in entries:
-        alias = unique((entry.friendly_name or b"").decode("utf-8", "replace") or "(no alias)")
-        not_after = entry.certificate.not_valid_after_utc
-        if not_after <= now:
-            expiry = "expired"
-        elif not_after <= now + timedelta(days=expiry_warning_days):
-            expiry = "expiring"
-        else:
-            expiry = "valid"
-        certificates.append(
-            CertificateInfo(
-                alias=alias,
-                has_private_key=has_key,
-                sha256_fingerprint=entry.certificate.fingerprint(hashes.SHA256()).hex(":").upper(),
-                not_valid_after=iso_utc(not_after) or "-",
-                expiry=expiry,
-                days_left=math.ceil((not_after - now) / timedelta(days=1)),
-            )
+    certificates = [
+        certificate_info(
+            unique((entry.friendly_name or b"").decode("utf-8", "replace") or "(no alias)"),
+            PRIVATE_KEY if has_key else TRUSTED_CERTIFICATE,
+            entry.certificate,
+            now=now,
+            expiry_warning_days=expiry_warning_days,
         )
-    certificates += [CertificateInfo(unique(alias), True, "-", "-", "valid", 0) for alias in key_only]
+        for entry, has_key in entries
+    ]
+    certificates += [
+        CertificateInfo(unique(alias), True, "-", "-", "none", 0, PRIVATE_KEY, "-") for alias in key_only
+    ]
+    secrets: list[str] = []
+    pkcs12_key_bags(data, secrets)
+    certificates += [secret_key_info(unique(alias)) for alias in secrets]
     return certificates, None

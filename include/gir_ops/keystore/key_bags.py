@@ -19,6 +19,7 @@ from typing import Any
 _OID_DATA = bytes.fromhex("2a864886f70d010701")  # 1.2.840.113549.1.7.1 pkcs7-data
 _OID_KEY_BAG = bytes.fromhex("2a864886f70d010c0a0101")  # 1.2.840.113549.1.12.10.1.1 keyBag
 _OID_SHROUDED_KEY_BAG = bytes.fromhex("2a864886f70d010c0a0102")  # ...1.2 pkcs8ShroudedKeyBag
+_OID_SECRET_BAG = bytes.fromhex("2a864886f70d010c0a0105")  # ...1.5 secretBag (Java's secret keys)
 _OID_SAFE_CONTENTS_BAG = bytes.fromhex("2a864886f70d010c0a0106")  # ...1.6 safeContentsBag
 _OID_FRIENDLY_NAME = bytes.fromhex("2a864886f70d010914")  # 1.2.840.113549.1.9.20 friendlyName
 _TAG_OID, _TAG_OCTETS, _TAG_OCTETS_CONSTRUCTED, _TAG_BMP_STRING = 0x06, 0x04, 0x24, 0x1E
@@ -96,19 +97,27 @@ def _friendly_name(attributes: bytes) -> str | None:
     return None
 
 
-def _collect_key_bags(safe_contents: bytes, bags: list[KeyBag], depth: int = 0) -> None:
+def _collect_key_bags(
+    safe_contents: bytes, bags: list[KeyBag], depth: int = 0, secrets: list[str] | None = None
+) -> None:
     for _, bag, _ in _elements(safe_contents):
         (_, bag_id, _), (_, explicit, _), *rest = _elements(bag)
         (_, value, whole), *_ = _elements(explicit)
         if bag_id in (_OID_KEY_BAG, _OID_SHROUDED_KEY_BAG):
             name = _friendly_name(rest[0][1]) if rest else None
             bags.append(KeyBag(name, whole, shrouded=bag_id == _OID_SHROUDED_KEY_BAG))
+        elif bag_id == _OID_SECRET_BAG and secrets is not None:
+            secrets.append((_friendly_name(rest[0][1]) if rest else None) or "(secret key without alias)")
         elif bag_id == _OID_SAFE_CONTENTS_BAG and depth < _MAX_BAG_NESTING:
-            _collect_key_bags(value, bags, depth + 1)
+            _collect_key_bags(value, bags, depth + 1, secrets)
 
 
-def pkcs12_key_bags(data: bytes) -> list[KeyBag] | None:
-    """Every private-key bag in the plain parts of a PKCS12 file; None when it cannot be walked."""
+def pkcs12_key_bags(data: bytes, secrets: list[str] | None = None) -> list[KeyBag] | None:
+    """Every private-key bag in the plain parts of a PKCS12 file; None when it cannot be walked.
+
+    ``secrets`` (when given) receives the aliases of the secret-key bags (a JDK stores secret keys there);
+    only their names are read, never the (encrypted) key.
+    """
     try:
         (_, pfx, _), *_ = _elements(data)
         _version, (_, auth_safe, _), *_ = _elements(pfx)
@@ -121,7 +130,7 @@ def pkcs12_key_bags(data: bytes) -> list[KeyBag] | None:
             contents = _data_content(content_info)
             if contents is not None:
                 (_, safe_bags, _), *_ = _elements(contents)
-                _collect_key_bags(safe_bags, bags)
+                _collect_key_bags(safe_bags, bags, secrets=secrets)
         return bags
     except (ValueError, IndexError, RecursionError):
         return None
@@ -169,6 +178,10 @@ def private_key_owners(
     for bag in bags:
         public = _bag_public_key(bag, password)
         owners = [i for i, key in enumerate(cert_keys) if public is not None and key == public]
+        if len(owners) > 1 and bag.friendly_name:
+            # The same certificate stored again as a trusted certificate: the key is the named entry's.
+            name = bag.friendly_name.encode("utf-8")
+            owners = [i for i in owners if entries[i][0].friendly_name == name] or owners
         if not owners and public is None and bag.friendly_name:
             name = bag.friendly_name.encode("utf-8")
             owners = [i for i, (entry, _) in enumerate(entries) if entry.friendly_name == name]

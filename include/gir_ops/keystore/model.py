@@ -54,8 +54,11 @@ class CertificateInfo:
     has_private_key: bool
     sha256_fingerprint: str
     not_valid_after: str  # ISO-8601 UTC
-    expiry: str  # "valid", "expiring" (within the warning window) or "expired"
+    expiry: str  # "valid", "expiring" (within the warning window), "expired"; "none" for a secret key
     days_left: int
+    # "private_key", "trusted_certificate" or "secret_key" (JCEKS; no certificate, never decrypted)
+    entry_type: str = ""
+    subject: str = ""  # the certificate's subject, in Java's order (as ``keytool -list -v`` shows it)
 
 
 @dataclass

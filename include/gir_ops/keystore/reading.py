@@ -27,6 +27,8 @@ from include.gir_ops.keystore.formats import (
     FORMAT_PKCS12,
     FORMAT_UNKNOWN,
     der_length_problem,
+    java_structure_problem,
+    open_java_keystore,
     open_pkcs12,
     sniff_format,
 )
@@ -146,7 +148,8 @@ def _inspect(
     expiry_warning_days: int,
     cache: OpenedKeystores | None,
 ) -> None:
-    """Decide whether the file is usable, and open it when it is PKCS12 and a password is available."""
+    """Decide whether the file is usable (structure first, no password needed), and open it when a password
+    is available: PKCS12, JKS and JCEKS alike."""
     if reading.size == 0:
         reading.error = "empty file (0 bytes)"
         return
@@ -160,27 +163,31 @@ def _inspect(
         if problem:
             reading.error = problem
             return
-    if reading.format in (FORMAT_JKS, FORMAT_JCEKS):
-        only = "only PKCS12 keystores are opened"
-        reading.not_opened_reason = f"{reading.format} keystore: compared by bytes only ({only})"
-    elif reading.format == FORMAT_UNKNOWN:
+    java = reading.format in (FORMAT_JKS, FORMAT_JCEKS)
+    if java:
+        problem = java_structure_problem(content.data)
+        if problem:
+            reading.error = problem
+            return
+    if reading.format == FORMAT_UNKNOWN:
         reading.not_opened_reason = "not PKCS12, JKS or JCEKS: compared by bytes only"
     elif password is None:
         reading.not_opened_reason = not_opened_reason or "no password_conn_id: compared by bytes only"
     else:
         data, conn_id = content.data, reading.target.password_conn_id
+        opener = open_java_keystore if java else open_pkcs12
         certificates, error = (cache or OpenedKeystores()).open(
             (reading.sha256 or "", conn_id),
-            lambda: open_pkcs12(data, password, conn_id, now=now, expiry_warning_days=expiry_warning_days),
+            lambda: opener(data, password, conn_id, now=now, expiry_warning_days=expiry_warning_days),
         )
         reading.certificates, reading.error, reading.opened = certificates, error, error is None
 
 
 class OpenedKeystores:
-    """Opened PKCS12 contents by (file SHA-256, password connection), shared by the reading threads.
+    """Opened keystore contents by (file SHA-256, password connection), shared by the reading threads.
 
-    Replicated keystores are the same bytes, so a hundred instances need one PKCS12 decryption, not a
-    hundred. Opening holds the GIL anyway, so one lock around it costs no parallelism.
+    Replicated keystores are the same bytes, so a hundred instances need one PKCS12 decryption (or one
+    JKS/JCEKS digest), not a hundred. Opening holds the GIL anyway, so one lock costs no parallelism.
     """
 
     def __init__(self) -> None:

@@ -45,3 +45,53 @@ def trigger_params(topology: Topology) -> dict[str, Any]:
             description="How many keystores are read at the same time.",
         ),
     }
+
+
+# --- the replication DAG (gir_rcs_keystore_replicate) ----------------------------------------------------
+
+REPLICATE_DAG_ID = "gir_rcs_keystore_replicate"
+REPLICATE_SECTION = "keystore_replication (approvers, audit_log)"
+PREFLIGHT, APPROVAL_NEEDED, APPROVE_REPLICATION = "preflight", "approval_needed", "approve_replication"
+REPLICATE, VERIFY, AUDIT, OUTCOME = "replicate", "verify", "audit", "outcome"
+REPLICATE_TASK_IDS = (PREFLIGHT, APPROVAL_NEEDED, APPROVE_REPLICATION, REPLICATE, VERIFY, AUDIT, OUTCOME)
+REPLICATE_PARAM_KEYS = ("targets", "dry_run", "reason")
+MIN_REASON_LENGTH = 10
+APPROVE, REJECT = "Approve", "Reject"
+
+
+def replicate_params(topology: Topology) -> dict[str, Any]:
+    """The trigger form. ``reason`` has no default: a run without it is refused when it is created."""
+    names = [rcs.name for _, rcs in topology.rcs_instances if rcs.name != topology.keystore_reference]
+    return {
+        "targets": trigger_param(
+            [],
+            type="array",
+            items={"type": "string", "enum": names},
+            uniqueItems=True,
+            title="Target RCS instances",
+            description="The instances whose keystore is replaced by the reference's "
+            f"({topology.keystore_reference}). Empty: those the latest check found drift or missing.",
+        ),
+        "dry_run": trigger_param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Pre-flight only: list what would be replaced; nobody is asked, nothing written.",
+        ),
+        "reason": trigger_param(
+            type="string",
+            minLength=MIN_REASON_LENGTH,
+            maxLength=2000,
+            pattern=r"^\s*\S[\s\S]{8,}\S\s*$",
+            title="Reason",
+            description="Why the keystores are replaced; shown to the approver and kept in the audit record.",
+        ),
+    }
+
+
+def replication_approvers(topology: Topology) -> list[dict[str, str]]:
+    """``keystore_replication.approvers`` as HITLUser dicts ({"id", "name"})."""
+    settings = topology.keystore_replication
+    if settings is None:
+        return []
+    return [{"id": a.id, "name": a.name or a.id} for a in settings.approvers]

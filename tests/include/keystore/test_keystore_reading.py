@@ -189,15 +189,20 @@ def test_secrets_backend_error_is_a_warning_without_its_text(topology: Topology)
     assert PASSWORD not in report.to_json()
 
 
-def test_jks_keystore_is_compared_by_bytes_and_never_crashes(topology: Topology) -> None:
+def test_java_keystore_structure_is_checked_and_never_crashes(topology: Topology) -> None:
+    """An empty JKS (as keytool writes one) matches; garbage behind a JKS magic is corrupt, not drift."""
+    from include.gir_ops.keystore.java_keystores import integrity_digest
+
     paths = keystore_paths(topology)
-    jks = bytes.fromhex("feedfeed00000002") + b"\x00" * 64
+    body = bytes.fromhex("feedfeed0000000200000000")
+    jks = body + integrity_digest(body, PASSWORD)
     for name, path in paths.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(jks if name != "rcs-dc2-a" else jks + b"\x01")
+        path.write_bytes(jks if name != "rcs-dc2-a" else bytes.fromhex("feedfeed00000002") + b"\x00" * 64)
     report = run(topology)
 
     assert row_of(report, "rcs-dc1-b").state == MATCH
     assert row_of(report, "rcs-dc1-b").format == "JKS"
-    assert "JKS keystore: compared by bytes only" in row_of(report, "rcs-dc1-b").detail
-    assert row_of(report, "rcs-dc2-a").state == DRIFT
+    assert row_of(report, "rcs-dc1-b").opened
+    assert row_of(report, "rcs-dc2-a").state == UNREADABLE
+    assert row_of(report, "rcs-dc2-a").detail.startswith("corrupt")
