@@ -2,9 +2,10 @@
 
 One file, one DAG per DC of the topology, so an operator can pause, backfill or rerun one DC without
 touching another. The guide asks that "the indexes are up-to-date in all data centers": a DC without
-``reindex.enabled`` (the primary indexes as it goes) still gets its DAG, unscheduled, for manual runs (the
-catch-up after an outage, a past range); Airflow 3.3 refuses backfills of an unscheduled DAG
-(``DagNonPeriodicScheduleException``), so a manual run with ``from``/``to`` covers any range instead.
+``reindex.enabled`` (the primary indexes as it goes) still gets its DAG, never scheduled, for manual runs
+and backfills (the catch-up after an outage, a past range): its timetable, ``ManualAndBackfillOnlyTimetable``
+(``include/gir_ops/reindex/timetable.py``, registered by ``plugins/gir_timetables.py``), has the cron
+intervals of ``reindex.schedule`` for backfills but never offers the scheduler a run.
 
 Thin wiring only; the logic lives in ``include/gir_ops/reindex/`` (ids and the trigger form in ``spec.py``,
 windows, planning, checkpoints, sending).
@@ -20,6 +21,7 @@ from airflow.sdk import CronDataIntervalTimetable, dag, task
 from include.gir_ops import shared
 from include.gir_ops.pools import check_pools
 from include.gir_ops.reindex import spec
+from include.gir_ops.reindex.timetable import ManualAndBackfillOnlyTimetable
 from include.gir_ops.topology import DataCenter, load_topology
 
 if TYPE_CHECKING:
@@ -69,13 +71,15 @@ def doc_md(dc: DataCenter) -> str:
             "being hammered."
         )
     else:
-        schedule = f"""- **Schedule**: none: `reindex.enabled` is false for {dc.site} (it indexes as it goes).
-  Manual runs only, e.g. to catch up after an outage in which recordings were indexed in another DC.
-  A run without `from`/`to` re-indexes the latest complete period of `{dc.reindex.schedule}`
-  ({dc.timezone}) before its logical date."""
-        several_days = f"""- Several days: ONE manual run with `from` and `to` (cut into windows of at most
-  {dc.reindex.max_window_hours}h). `airflow backfill create` is refused for this DAG: Airflow cannot
-  backfill a DAG without a schedule ("non-periodic schedule"); set `reindex.enabled: true` to get one."""
+        schedule = f"""- **Schedule**: none, **backfill and manual only**: `reindex.enabled` is false for
+  {dc.site} (it indexes as it goes), so the scheduler never starts a run, even unpaused (unpause it: the
+  runs of a paused DAG, backfill or manual, do not start). Run it to catch up after an outage in which
+  recordings were indexed in another DC. Backfill runs, and a run without `from`/`to`, re-index periods
+  of `{dc.reindex.schedule}` ({dc.timezone}), the intervals a scheduled DAG would have."""
+        several_days = f"""- Several days: *Trigger* → *Backfill*, or `airflow backfill create --dag-id
+  {dag_id} --from-date 2026-11-01 --to-date 2026-11-04`: one run per period of
+  `{dc.reindex.schedule}`, in the pool; or ONE manual run with `from` and `to` (cut into windows of at
+  most {dc.reindex.max_window_hours}h)."""
     return f"""
 # Elasticsearch re-index of {dc.site}
 
@@ -111,11 +115,12 @@ def build_reindex_dag(dc: DataCenter) -> DAG:
 
     @dag(
         dag_id=spec.dag_id(dc),
-        # No schedule where the DC does not re-index daily: manual runs only (see the module docstring).
+        # Never scheduled where the DC does not re-index daily: backfill and manual runs only (see the
+        # module docstring; catchup=False and no end_date keep the scheduler away from it).
         schedule=(
             CronDataIntervalTimetable(dc.reindex.schedule, timezone=dc.timezone)
             if dc.reindex.enabled
-            else None
+            else ManualAndBackfillOnlyTimetable(dc.reindex.schedule, timezone=dc.timezone)
         ),
         start_date=shared.DAG_START_DATE,
         catchup=False,
@@ -132,7 +137,7 @@ def build_reindex_dag(dc: DataCenter) -> DAG:
         doc_md=doc_md(dc),
         description=(
             f"forceIndex of the Elasticsearch index of RWS {dc.site}, per contact center and kind"
-            + ("" if dc.reindex.enabled else " (manual runs only: reindex.enabled is false)")
+            + ("" if dc.reindex.enabled else " (backfill and manual runs only: reindex.enabled is false)")
         ),
     )
     def gir_es_reindex() -> None:
@@ -188,6 +193,7 @@ def build_reindex_dag(dc: DataCenter) -> DAG:
     return gir_es_reindex()
 
 
-# Every DC gets its DAG (the topology has at least one): scheduled where reindex.enabled, manual otherwise.
+# Every DC gets its DAG (the topology has at least one): scheduled where reindex.enabled, else backfill and
+# manual runs only.
 for _dc in TOPOLOGY.data_centers:
     build_reindex_dag(_dc)

@@ -66,6 +66,23 @@ def test_every_dag_has_tags_owner_and_operator_docs(dagbag: Any) -> None:
         )
 
 
+def test_a_reindex_dag_is_scheduled_only_where_reindex_is_enabled(dagbag: Any) -> None:
+    """Elsewhere its timetable gives the cron's intervals to backfills and manual runs, never a run."""
+    from airflow.sdk import CronDataIntervalTimetable
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    from include.gir_ops.reindex.timetable import ManualAndBackfillOnlyTimetable
+
+    for dc in load_topology().data_centers:
+        dag = dagbag.dags[f"gir_es_reindex_{dc.site_slug}"]
+        expected = CronDataIntervalTimetable if dc.reindex.enabled else ManualAndBackfillOnlyTimetable
+        assert type(dag.timetable) is expected, f"{dag.dag_id}: {type(dag.timetable).__name__}"
+        assert dag.timetable.can_be_scheduled is dc.reindex.enabled
+        assert coerce_to_core_timetable(dag.timetable).periodic  # backfills allowed everywhere
+        assert dag.catchup is False and dag.end_date is None  # what keeps the scheduler away (timetable.py)
+    assert any(not dc.reindex.enabled for dc in load_topology().data_centers)  # the example has one
+
+
 def test_tasks_are_retried_unless_a_retry_is_unsafe_and_says_why(dagbag: Any) -> None:
     """Network tasks retry (>= 2); a task that must not retry (a non-idempotent POST) documents why."""
     for dag_id, dag in dagbag.dags.items():
@@ -139,6 +156,7 @@ PARSE_TIME_MODULES = {
     "include.gir_ops.pools",  # check_pools only; its API client is imported when the task runs
     "include.gir_ops.reindex",
     "include.gir_ops.reindex.spec",
+    "include.gir_ops.reindex.timetable",  # the schedule of a DC without reindex.enabled (core Airflow only)
     "include.gir_ops.shared",
     "include.gir_ops.topology",
 }

@@ -195,24 +195,25 @@ def test_one_dag_per_reindex_dc_with_a_data_interval_in_the_dcs_timezone(gir: An
         assert plan.downstream_task_ids == {"send"}
 
 
-def test_a_dc_without_reindex_enabled_gets_an_unscheduled_dag_for_manual_runs(
+def test_a_dc_without_reindex_enabled_gets_a_dag_for_backfill_and_manual_runs_only(
     gir: Any, load_dag: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The guide wants the indexes up to date in every DC: the primary too has a DAG, without a schedule."""
-    from airflow.sdk.definitions.timetables.simple import NullTimetable
+    """The guide wants the indexes up to date in every DC: the primary too has a DAG, never scheduled."""
     from airflow.serialization.encoders import coerce_to_core_timetable
 
     from include.gir_ops.bootstrap import pool_specs
+    from include.gir_ops.reindex.timetable import ManualAndBackfillOnlyTimetable
 
     with caplog.at_level(logging.WARNING):
         dag = load_dag("gir_es_reindex_dc1")
     assert not [r for r in caplog.records if "gir_es_reindex" in r.getMessage()]  # no "not configured"
-    assert isinstance(dag.timetable, NullTimetable)
+    assert dag.timetable == ManualAndBackfillOnlyTimetable("0 2 * * *", "UTC")  # DC1's reindex.schedule
     assert dag.timetable.can_be_scheduled is False  # the scheduler never creates a run of it
-    assert coerce_to_core_timetable(dag.timetable).periodic is False  # so no backfill (see below)
+    assert coerce_to_core_timetable(dag.timetable).periodic is True  # so it can be backfilled (see below)
     assert "manual-only" in dag.tags
-    assert "manual runs only" in dag.description
-    assert "airflow backfill create` is refused for this DAG" in dag.doc_md
+    assert "backfill and manual runs only" in dag.description
+    assert "**backfill and manual only**" in dag.doc_md
+    assert "airflow backfill create --dag-id\n  gir_es_reindex_dc1" in dag.doc_md
     assert "ONE manual run with `from` and `to`" in dag.doc_md
     dc1 = gir.topology.site("DC1")
     assert dag.get_task("plan").pool == dc1.rws_pool
@@ -264,22 +265,64 @@ def test_the_unscheduled_dag_without_from_to_reindexes_the_cron_period_before_it
     )
 
 
-def test_airflow_refuses_to_backfill_the_unscheduled_dag_and_says_why(gir: Any, load_dag: Any) -> None:
-    """Checked against Airflow 3.3's own backfill code: a DAG without a schedule has no intervals."""
-    from airflow.models.backfill import DagNonPeriodicScheduleException, _create_backfill
+def test_airflow_backfills_the_unscheduled_dag_with_its_cron_intervals_and_the_ui_offers_it(
+    gir: Any, load_dag: Any, airflow_api: Any
+) -> None:
+    """Checked against Airflow 3.3's own backfill code and REST API, on the DAG as the API server holds it."""
+    import requests
+    from airflow.models import DagRun
+    from airflow.models.backfill import _create_backfill
+    from airflow.utils.session import create_session
 
     dag_run = run(load_dag("gir_es_reindex_dc1"), logical_date=utc(2026, 11, 20), run_conf=ONE_PAIR)
     assert dag_run.state == "success"  # dag.test() wrote the serialized DAG the backfill code reads
-    with pytest.raises(DagNonPeriodicScheduleException, match="non-periodic schedule"):
-        _create_backfill(
-            dag_id="gir_es_reindex_dc1",
-            from_date=utc(2026, 11, 1),
-            to_date=utc(2026, 11, 4),
-            max_active_runs=1,
-            reverse=False,
-            dag_run_conf=None,
-            triggering_user_name="test",
-        )
+    backfill = _create_backfill(
+        dag_id="gir_es_reindex_dc1",
+        from_date=utc(2026, 11, 1),
+        to_date=utc(2026, 11, 4),
+        max_active_runs=1,
+        reverse=False,
+        dag_run_conf=None,
+        triggering_user_name="test",
+    )
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.backfill_id == backfill.id).order_by(DagRun.run_after)
+        windows = [(r.run_type, r.data_interval_start, r.data_interval_end) for r in runs]
+    assert windows == [
+        ("backfill", utc(2026, 11, day, 2), utc(2026, 11, day + 1, 2)) for day in (1, 2, 3)
+    ]  # DC1's reindex.schedule 0 2 * * * UTC
+
+    # The UI's Trigger dialog enables "Backfill" when GET /api/v2/dags/{dag_id} says is_backfillable.
+    token = requests.post(
+        f"{airflow_api.url}/auth/token",
+        json={"username": airflow_api.login, "password": airflow_api.password},
+        timeout=30,
+    ).json()["access_token"]
+    details = requests.get(
+        f"{airflow_api.url}/api/v2/dags/gir_es_reindex_dc1/details",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ).json()
+    assert details["is_backfillable"] is True
+    assert details["timetable_summary"] == "Backfill and manual only (0 2 * * *)"
+    assert details["timetable_description"].startswith("Backfill and manual only: the scheduler never")
+    assert details["next_dagrun_run_after"] is None  # nothing planned: the scheduler never starts a run
+
+    # The scheduler's own query for DAGs to create runs of (dag.test() synced every DAG of the folder, as
+    # the dag-processor does): unpaused, DC2's scheduled DAG is due, DC1's never.
+    from airflow.models.dag import DagModel
+
+    with create_session() as session:
+        reindex_dags = session.query(DagModel).filter(DagModel.dag_id.like("gir_es_reindex_%")).all()
+        for dag_model in reindex_dags:
+            dag_model.is_paused = False
+        session.flush()
+        due, _ = DagModel.dags_needing_dagruns(session)
+        due_ids = {dag_model.dag_id for dag_model in due}
+        for dag_model in reindex_dags:
+            dag_model.is_paused = True
+    assert "gir_es_reindex_dc2" in due_ids
+    assert "gir_es_reindex_dc1" not in due_ids
 
 
 def test_a_topology_that_reads_a_connection_variable_fails_parsing_without_leaking_it(

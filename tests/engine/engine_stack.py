@@ -56,7 +56,7 @@ UI_USERS = {"admin": "admin", "approver": "admin", "oncall": "user"}
 API_USERS = {**UI_USERS, SERVICE_USER: SIMPLE_AUTH_MANAGER_ROLE}
 SIMPLE_AUTH_MANAGER_USERS = ",".join(f"{user}:{role}" for user, role in API_USERS.items())
 EXPECTED_DAG_IDS = (
-    "gir_es_reindex_dc1",  # the primary: no schedule, manual runs only (reindex.enabled is false)
+    "gir_es_reindex_dc1",  # the primary: never scheduled, backfill and manual runs (reindex.enabled false)
     "gir_es_reindex_dc2",
     "gir_es_reindex_dc3",
     "gir_eservices_failover",

@@ -126,6 +126,70 @@ def test_scheduled_run_and_backfill_reindex_each_hour_once_in_one_dc_only(engine
         assert force_index_posts(engine, site) == [], site
 
 
+@pytest.mark.timeout(420)
+def test_the_unscheduled_dc_dag_is_never_scheduled_but_a_backfill_reindexes_its_cron_periods(
+    engine: EngineStack,
+) -> None:
+    """DC1 (reindex.enabled false): its DAG, unpaused, gets no run from the scheduler; a backfill through
+    ``POST /api/v2/backfills`` creates one run per period of DC1's reindex.schedule (0 2 * * * UTC), and DC1's
+    RWS receives exactly those windows. The API says what the UI's Trigger dialog needs to offer Backfill."""
+    from datetime import UTC, datetime
+
+    admin = engine.api("admin")
+    dc1 = next(dc for dc in engine.topology_document["data_centers"] if dc["site"] == "DC1")
+    dag_id = "gir_es_reindex_dc1"
+    details = admin.get(f"/dags/{dag_id}/details")
+    assert details["is_backfillable"] is True  # the Trigger dialog enables "Backfill" on this
+    assert details["timetable_summary"] == "Backfill and manual only (0 2 * * *)"
+    assert details["next_dagrun_run_after"] is None
+
+    admin.unpause(dag_id)
+    # A CronDataIntervalTimetable DAG gets its latest interval as soon as it is unpaused (DC2's scheduled
+    # run above appears within seconds, the scheduler looping every ~2 s); this one must get nothing.
+    time.sleep(30)
+    assert admin.runs(dag_id) == []
+    assert admin.get(f"/dags/{dag_id}")["next_dagrun_run_after"] is None
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    backfill = admin.create_backfill(dag_id, today - timedelta(days=3), today - timedelta(days=1))
+    wait_for(
+        "the backfill of DC1 to complete",
+        lambda: admin.backfill(backfill["id"])["completed_at"],
+        timeout=240,
+        interval=2,
+        on_timeout=lambda: "\n".join(admin.describe_run(dag_id, r["dag_run_id"]) for r in admin.runs(dag_id)),
+    )
+    runs = admin.runs(dag_id)
+    for run in runs:
+        admin.wait_run(dag_id, run["dag_run_id"], timeout=120)
+    periods = [(today - timedelta(days=d, hours=-2), today - timedelta(days=d - 1, hours=-2)) for d in (3, 2)]
+    assert sorted(
+        (r["run_type"], parse_time(r["data_interval_start"]), parse_time(r["data_interval_end"]))
+        for r in runs
+    ) == [("backfill", start, end) for start, end in periods]  # no scheduled run, all along
+
+    # DC1's max_window_hours is 24: one forceIndex per period, contact center and kind, with its window.
+    kinds = ("recordings", "screen-recordings") if dc1["rws"]["screen_recording"] else ("recordings",)
+    posts = force_index_posts(engine, "DC1")
+    received = sorted(
+        (p["path"].rsplit("/", 2)[1], p["path"].rsplit("/", 2)[2], p["body"]["from"], p["body"]["to"])
+        for p in posts
+    )
+    expected = sorted(
+        (cc, kind, int(start.timestamp() * 1000), int(end.timestamp() * 1000))
+        for cc in dc1["rws"]["contact_centers"]
+        for kind in kinds
+        for start, end in periods
+    )
+    assert received == expected
+    assert all(p.get("http_status") == 200 and p.get("status_code") == 0 for p in posts), posts
+    indexed = sim_indexed(engine, "DC1")
+    every_hour = dict.fromkeys(hours(periods[0][0], periods[-1][1]), 1)
+    assert indexed == {cc: dict.fromkeys(kinds, every_hour) for cc in dc1["rws"]["contact_centers"]}
+    assert [r["run_type"] for r in admin.runs(dag_id)] == ["backfill", "backfill"]
+    admin.pause(dag_id)
+
+
 # --- eServices failover: two-person approval through the HITL REST endpoint ---------------------------
 
 FAILOVER_DAG = "gir_eservices_failover"

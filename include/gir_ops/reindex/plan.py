@@ -261,13 +261,15 @@ def plan_reindex(
 ) -> list[ReindexPair]:
     """One pair per (contact center, kind) to re-index; params are checked before RWS is asked.
 
-    A DC without ``reindex.enabled`` has an unscheduled DAG: its runs' data interval is a single instant
-    (Airflow's ``NullTimetable``), so without ``from``/``to`` a run re-indexes the latest complete period of
-    ``reindex.schedule`` before its logical date (or before now), the same period a scheduled run would.
+    A DC without ``reindex.enabled`` has a DAG the scheduler never runs (``timetable.
+    ManualAndBackfillOnlyTimetable``): its backfill and manual runs get the cron intervals of
+    ``reindex.schedule`` like a scheduled DAG's. A run whose data interval is a single instant (created
+    while such DAGs had ``schedule=None``, Airflow's ``NullTimetable``, and cleared since) re-indexes the
+    latest complete period of ``reindex.schedule`` before that instant (or before now).
     """
     parsed = ReindexParams.from_mapping(params)
     now = now or datetime.now(UTC)
-    if not dc.reindex.enabled:
+    if not dc.reindex.enabled and data_interval_start == data_interval_end:
         moment = min(data_interval_end or now, now)
         data_interval_start, data_interval_end = last_schedule_period(
             dc.reindex.schedule, dc.timezone, moment

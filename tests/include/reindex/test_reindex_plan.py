@@ -301,7 +301,8 @@ def test_a_zero_width_interval_points_at_the_timetable() -> None:
 
 
 def unscheduled(moment: datetime | None, **params: Any) -> Any:
-    """DC1 (reindex.enabled false): Airflow's NullTimetable gives a zero-width interval at the run's date."""
+    """DC1 (reindex.enabled false), a run with a zero-width interval: created while its DAG had no schedule
+    (Airflow's NullTimetable), or without a logical date."""
     return plan_reindex(
         dc("DC1"),
         run_type="manual",
@@ -331,3 +332,19 @@ def test_an_unscheduled_run_with_from_to_reindexes_that_range() -> None:
     pairs = unscheduled(utc(2026, 11, 20), **{"from": "2026-11-01T00:00:00Z", "to": "2026-11-04T00:00:00Z"})
     assert {(p.start_ms, p.end_ms) for p in pairs} == {(to_ms(utc(2026, 11, 1)), to_ms(utc(2026, 11, 4)))}
     assert len(pairs[0].windows()) == 3
+
+
+def test_a_backfill_run_of_the_unscheduled_dc_reindexes_exactly_its_cron_interval() -> None:
+    """ManualAndBackfillOnlyTimetable gives backfill runs the cron interval: it is re-indexed as is."""
+    pairs = plan_reindex(
+        dc("DC1"),
+        run_type="backfill",
+        data_interval_start=utc(2026, 11, 19, 2),
+        data_interval_end=utc(2026, 11, 20, 2),
+        params={},
+        discover_contact_centers=Discovery([]),
+        now=NOW,
+    )
+    assert {(p.start_ms, p.end_ms) for p in pairs} == {
+        (to_ms(utc(2026, 11, 19, 2)), to_ms(utc(2026, 11, 20, 2)))
+    }
