@@ -36,7 +36,10 @@ UTC hours and cut into windows of at most `reindex.max_window_hours`; the contac
 `GET /api/v2/ops/contact-centers` when the topology list is empty; a listed ID that is not plain hex fails
 it at once); the kinds (screen recordings only where `rws.screen_recording`). Bad params (a `to` in the
 future, a date before 1970 or not representable) fail it at once, without retry, with a message naming the
-param and the fix. Retried when RWS cannot be reached for the discovery (reading is side-effect free).
+param and the fix. It first checks that the DC's RWS answers (`GET /api/v2/ops/contact-centers`, 3
+attempts over about 15 s): when it does not, it fails once, "primary unreachable" (or "data center <site>
+unreachable") naming the DC, the connection and what was tried, without Airflow retries and before any
+POST, so a DC that is down (the primary during a failover) gets no retry storm. Clear it when RWS is back.
 """
 
 SEND_DOC = """
@@ -65,11 +68,12 @@ def doc_md(dc: DataCenter) -> str:
             f"- **Schedule**: `{dc.reindex.schedule}` in {dc.timezone}; each run re-indexes its data "
             "interval (the\n  period since the previous tick), so consecutive runs tile time."
         )
-        several_days = (
-            f"- Several days: `airflow backfill create --dag-id {dag_id} --from-date 2026-11-01 "
-            "--to-date 2026-11-04`;\n  each run re-indexes its own interval, and the pool keeps RWS from "
-            "being hammered."
-        )
+        several_days = f"""- Several days: *Backfill* (or `airflow backfill create --dag-id {dag_id}
+  --from-date 2026-11-01 --to-date 2026-11-03`): the dates are **run start dates** (data interval
+  starts), both ends included, in the deployment's time zone; each run re-indexes one schedule period
+  from its start, so the hours covered end one period after the last start. For an exact calendar range
+  use a manual run with `from`/`to`. Worked examples per DC: `docs/gir_es_reindex.md`, "Backfill: what
+  the dates mean". The DAG is created unpaused (backfill runs of a paused DAG stay queued)."""
     else:
         schedule = f"""- **Schedule**: none, **backfill and manual only**: `reindex.enabled` is false for
   {dc.site} (it indexes as it goes), so the scheduler never starts a run, even unpaused (unpause it: the
@@ -124,6 +128,8 @@ def build_reindex_dag(dc: DataCenter) -> DAG:
         ),
         start_date=shared.DAG_START_DATE,
         catchup=False,
+        # Created unpaused: a paused scheduled DAG silently does nothing (docs/deployment.md).
+        is_paused_upon_creation=shared.paused_upon_creation(),
         max_active_runs=1,
         tags=["gir", "elasticsearch", "reindex", dc.site, *([] if dc.reindex.enabled else ["manual-only"])],
         default_args={
@@ -150,14 +156,25 @@ def build_reindex_dag(dc: DataCenter) -> DAG:
                 shared.fail_without_retry(ReindexParamError, RwsError),
                 RwsClient(dc.site, dc.rws_conn_id) as client,
             ):
+                # After the params are checked and before anything is sent, one GET: a DC that is down
+                # fails here, once, naming it (no retry storm); discovery reuses its answer.
+                role = "primary" if dc.site == TOPOLOGY.primary_site else f"data center {dc.site}"
+                listing: list[Any] = []
+
+                def discover() -> list[str]:
+                    listing.append(client.ensure_reachable(role=role))
+                    return client.contact_center_ids(listing[0])
+
                 pairs = plan_reindex(
                     dc,
                     run_type=context["dag_run"].run_type,
                     data_interval_start=context.get("data_interval_start"),
                     data_interval_end=context.get("data_interval_end"),
                     params=context["params"],
-                    discover_contact_centers=client.contact_center_ids,
+                    discover_contact_centers=discover,
                 )
+                if not listing:
+                    client.ensure_reachable(role=role)
             return [pair.to_dict() for pair in pairs]
 
         @task(

@@ -67,6 +67,7 @@ confirmed (RWS did not report it, a person confirmed it), already-current (also 
 current while waiting) or dry-run. `unverified` means RWS accepted the switch but neither RWS nor a person
 confirmed it in time: check by hand (the outcome says how), do not trigger again blindly.
 Full procedure: docs/gir_eservices_failover.md.
+**During an incident: follow the one-page runbook docs/runbook-failover.md.**
 """
 
 

@@ -7,6 +7,7 @@ Thin wiring only; the check lives in ``include/gir_ops/keystore/`` (ids, params 
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from include.gir_ops.topology import load_topology
 TOPOLOGY = load_topology()
 TIMEZONE = TOPOLOGY.primary.timezone
 PARALLEL_READS = TOPOLOGY.keystore_check.parallel_reads
+REFERENCE = TOPOLOGY.keystore_reference or "(none configured)"
 
 DOC_MD = f"""
 # RCS keystore replication check
@@ -27,8 +29,10 @@ Every RCS (Recording Crypto Server) instance in every data center must hold **th
 An instance with a stale keystore cannot decrypt recordings encrypted with a newer key, and nobody
 notices until playback fails. This DAG reads every keystore listed in the topology (`data_centers[].rcs`),
 takes its SHA-256 and size, opens it (PKCS12, JKS or JCEKS: integrity verified with the password, aliases,
-entry types, subjects, expiry) when a password connection is configured, and
-compares each instance with the reference **{TOPOLOGY.keystore_reference or "(none configured)"}**.
+entry types, subjects, expiry) when a password connection is configured, and compares each instance with
+a reference: by default one in the DC whose Interaction Server is current (RWS's `eServicesSite`; during a
+failover that is the backup DC), else **{REFERENCE}**; param `reference` names one for a run. The log of
+`check_replication` says which and why.
 
 Schedule: `{TOPOLOGY.keystore_check.schedule}` in {TIMEZONE} (the primary DC), a point-in-time check with
 no data interval; no catch-up. Trigger it by hand any time (Trigger DAG, or
@@ -51,9 +55,13 @@ A keystore that never answers cannot hold the check up: the report and the asset
 Certificates expiring within {TOPOLOGY.keystore_check.expiry_warning_days} days are warnings (run stays
 green); expired certificates are listed as "kept for old recordings", never errors.
 
-**What to do when red:** read the failure message or the table in `{spec.CHECK_REPLICATION}`'s log; trigger
-`{spec.REPLICATE_DAG_ID}` (it copies the reference keystore to the `drift`/`missing` instances after a
-second person approves), or restore the reference first if it is the one missing; then this DAG is green.
+**What to do when red:** read the failure message: under each instance a `what to do:` line. An
+instance that holds a key the reference does not is **never** overwritten ("do not overwrite: this
+instance holds a key the reference does not": merge its entries into the reference's keystore first);
+otherwise back up its keystore and replicate the reference's (`{spec.REPLICATE_DAG_ID}` copies it to the
+`drift`/`missing` instances after a second person approves), restart RCS there, trigger this DAG again.
+"The share is not mounted on this worker" is a mount to fix, not a keystore to copy.
+
 Param `parallel_reads` (default {PARALLEL_READS}, from the topology's `keystore_check.parallel_reads`)
 sets how many keystores are read at once. Passwords come from the Airflow connections named by
 `password_conn_id`; only digests and metadata are ever logged or returned. Full
@@ -80,6 +88,8 @@ same answer and only delay the alert. Re-run the DAG after fixing the keystores 
     schedule=CronTriggerTimetable(TOPOLOGY.keystore_check.schedule, timezone=TIMEZONE),
     start_date=shared.DAG_START_DATE,
     catchup=False,
+    # Created unpaused: a paused scheduled DAG silently does nothing (docs/deployment.md).
+    is_paused_upon_creation=shared.paused_upon_creation(),
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=50),
     tags=["gir", "rcs", "keystore"],
@@ -97,10 +107,16 @@ def gir_rcs_keystore_check() -> None:
     )
     def check_replication(**context: Any) -> dict[str, Any]:
         from include.gir_ops.keystore.check import check_replication as run_check
+        from include.gir_ops.keystore.reference import choose_reference
 
-        report = run_check(load_topology(), parallel_reads=int(context["params"]["parallel_reads"]))
+        topology = load_topology()
+        choice = choose_reference(topology, context["params"].get("reference"))
+        logging.getLogger(__name__).info("RCS keystore reference: %s", choice.reason)
+        report = run_check(
+            topology, parallel_reads=int(context["params"]["parallel_reads"]), reference=choice.instance
+        )
         context["outlet_events"][spec.RCS_KEYSTORE_CHECK_ASSET].extra = report.asset_extra()
-        return report.to_dict()
+        return {**report.to_dict(), "reference_reason": choice.reason}
 
     @task(task_id=spec.ENFORCE_REPLICATION, retries=0, doc_md=ENFORCE_DOC)
     def enforce_replication(report: dict[str, Any]) -> str:

@@ -52,7 +52,9 @@ Tasks, in order:
 - `retention`: keeps the newest {keep} verified backups, never the one just shipped, never a folder without
   a verified manifest (it warns instead); deletes stale `.partial` folders of older backups (warns).
 - `freshness`: runs **always**, even when nothing new was shipped: fails when the newest verified backup
-  at `{to_site}` is older than {max_age:g} h, with its age.
+  at `{to_site}` is older than {max_age:g} h, with its age, the newest backup seen at the source and its
+  age (or why the source cannot be read: a missing folder vs a share not mounted), and which step of this
+  run failed.
 - `fail_run_if_shipping_failed`: makes the run red when a shipping task failed (freshness is the other
   leaf and would otherwise decide the run's state alone).
 
@@ -110,6 +112,16 @@ def _route() -> ShippingRoute:
     return ShippingRoute.from_topology(TOPOLOGY)
 
 
+def _run_states(context: dict[str, Any]) -> dict[str, str | None] | None:
+    """This run's task states (task id -> state), for the stale alarm; None when Airflow cannot say."""
+    try:
+        found = context["ti"].get_task_states(dag_id=context["dag"].dag_id, run_ids=[context["run_id"]])
+    except Exception:  # an older Task SDK or a supervisor without the call: the alarm says "unknown"
+        return None
+    states = found.get(context["run_id"], found) if isinstance(found, dict) else None
+    return {str(k): (str(v) if v is not None else None) for k, v in states.items()} if states else None
+
+
 def _doc_md(shipping: ShippingSettings, source_root: str | None, timezone: str) -> str:
     marker_rule = (
         "(our convention, not SpeechMiner's) must exist"
@@ -164,6 +176,8 @@ def build_backup_ship_dag(shipping: ShippingSettings) -> DAG:
         schedule=CronDataIntervalTimetable(shipping.schedule, timezone=source.timezone),
         start_date=shared.DAG_START_DATE,
         catchup=False,
+        # Created unpaused: a paused scheduled DAG silently does nothing (docs/deployment.md).
+        is_paused_upon_creation=shared.paused_upon_creation(),
         max_active_runs=1,
         tags=["gir", "speechminer", "backup", f"site:{shipping.from_site}", f"site:{shipping.to_site}"],
         default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(minutes=5)},
@@ -178,6 +192,7 @@ def build_backup_ship_dag(shipping: ShippingSettings) -> DAG:
             wait_timeout_minutes=shipping.wait_timeout_minutes,
             poll_seconds=shipping.poll_seconds,
             backup_name_pattern=shipping.backup_name_pattern,
+            source_site=shipping.from_site,
             doc_md="Deferred wait for the newest backup to be complete (marker, else quiet period).",
         )
 
@@ -230,10 +245,10 @@ def build_backup_ship_dag(shipping: ShippingSettings) -> DAG:
             trigger_rule=TriggerRule.ALL_DONE,
             doc_md="Fail loudly when the newest verified copy is too old.",
         )
-        def freshness() -> dict[str, Any]:
+        def freshness(**context: Any) -> dict[str, Any]:
             from include.gir_ops.backup import tasks
 
-            return tasks.freshness_task(_route())
+            return tasks.freshness_task(_route(), states=_run_states(context))
 
         @task(
             task_id=spec.FAIL_RUN_IF_SHIPPING_FAILED,

@@ -226,6 +226,8 @@ def build_env(
             "AIRFLOW__API__PORT": str(port),
             "GIR_TOPOLOGY": str(topology),
             "GIR_DATA_DIR": str(paths.data),
+            # This stack is the demo: the bundled topology is allowed (include/gir_ops/topology.py).
+            "GIR_DEMO": "1",
         }
     )
     env.pop("AIRFLOW_CONFIG", None)  # the config must be the one in this AIRFLOW_HOME
@@ -307,6 +309,66 @@ def banner(
         "=" * 78,
     ]
     return "\n".join(lines)
+
+
+# --- the deployment doctor on the running stack ------------------------------------------------------
+
+DOCTOR_DAG_ID = "gir_doctor"
+DOCTOR_REPORT_TASK = "report"
+DOCTOR_REPORT_KEY = "doctor_report"
+
+
+def _api_call(url: str, *, method: str = "GET", body: Any = None, token: str | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback http only
+        return json.loads(response.read().decode() or "null")
+
+
+def run_doctor(port: int, airflow_home: Path, *, timeout: float = 300.0) -> tuple[bool, str]:
+    """Trigger DAG gir_doctor on the stack (REST API, as admin), wait for it; (green?, the table)."""
+    base = f"http://127.0.0.1:{port}"
+    password = read_ui_passwords(airflow_home).get("admin")
+    if not password:
+        return False, "no admin password yet: is the stack (make run) up?"
+    try:
+        token = _api_call(
+            f"{base}/auth/token", method="POST", body={"username": "admin", "password": password}
+        )["access_token"]
+        run = _api_call(
+            f"{base}/api/v2/dags/{DOCTOR_DAG_ID}/dagRuns",
+            method="POST",
+            body={"logical_date": None},
+            token=token,
+        )
+        run_url = f"{base}/api/v2/dags/{DOCTOR_DAG_ID}/dagRuns/{quote(run['dag_run_id'], safe='')}"
+        deadline = time.monotonic() + timeout
+        state = run.get("state")
+        while state not in ("success", "failed"):
+            if time.monotonic() > deadline or STOP.is_set():
+                return False, f"the doctor run {run['dag_run_id']} did not finish within {timeout:g} s"
+            time.sleep(2)
+            state = _api_call(run_url, token=token).get("state")
+        entry = _api_call(
+            f"{run_url}/taskInstances/{DOCTOR_REPORT_TASK}/xcomEntries/{DOCTOR_REPORT_KEY}?deserialize=true",
+            token=token,
+        )
+    except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
+        return False, f"could not run the doctor through {base}: {exc}"
+    report = entry.get("value")
+    if isinstance(report, str):
+        report = json.loads(report)
+    return state == "success", f"{report['table']}\n{report['summary']}"
+
+
+def doctor_main(environ: Mapping[str, str], paths: StackPaths) -> int:
+    """`make doctor`: the doctor DAG on the running `make run` stack; exit 1 when red."""
+    green, text = run_doctor(ui_port(environ), paths.airflow_home)
+    print(text)
+    return 0 if green else 1
 
 
 # --- checks ------------------------------------------------------------------------------------------
@@ -613,6 +675,11 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
         ),
         flush=True,
     )
+    print("--> gir_doctor: checking the deployment (DAG gir_doctor, `make doctor` runs it again)", flush=True)
+    green, report = run_doctor(port, paths.airflow_home)
+    print(report, flush=True)
+    if not green:
+        print("make run: the doctor is RED: see the rows marked FAIL above", file=sys.stderr, flush=True)
     while not STOP.wait(1.0):
         children.check_alive()
     raise Stopped
@@ -753,12 +820,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "restore-keystores": lambda: demo_keystores("restore-keystores", None, paths),
         "remove-keystore": lambda: remove_keystore(args[1] if len(args) > 1 else None, paths),
         "replicate": lambda: demo_replicate(paths, os.environ),
+        "doctor": lambda: doctor_main(os.environ, paths),
     }
     if args and args[0] in demos:
         return demos[args[0]]()
     if args:
         print(
-            "usage: run_stack.py [drift INSTANCE | remove-keystore INSTANCE | restore-keystores | replicate]",
+            "usage: run_stack.py [drift INSTANCE | remove-keystore INSTANCE | restore-keystores | replicate"
+            " | doctor]",
             file=sys.stderr,
         )
         return 2

@@ -42,6 +42,9 @@ if not os.environ.get("AIRFLOW__CORE__FERNET_KEY"):
 if not os.environ.get("AIRFLOW__API_AUTH__JWT_SECRET"):
     os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = os.urandom(48).hex()
 os.environ.setdefault("GIR_DATA_DIR", str(_AIRFLOW_HOME / "gir-data"))
+# The tests are the demo: the bundled topology may be loaded without GIR_TOPOLOGY (and every Airflow
+# subprocess a test starts inherits this).
+os.environ["GIR_DEMO"] = "1"
 for _name in list(os.environ):
     if _name.startswith("AIRFLOW_CONN_GIR_"):
         del os.environ[_name]

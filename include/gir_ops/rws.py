@@ -234,6 +234,9 @@ class RetryPolicy:
 
 IDEMPOTENT = RetryPolicy()
 SEND_AT_MOST_ONCE = RetryPolicy(resend_after_unknown_outcome=False)
+# The reachability check before a run sends anything (``RwsClient.ensure_reachable``): about 15 s of
+# patience for a blip, then one clear failure instead of every task's retries.
+REACHABILITY_PROBE = RetryPolicy(attempts=3, initial_backoff_seconds=5.0)
 
 
 @dataclass(frozen=True)
@@ -514,12 +517,38 @@ class RwsClient:
             )
         return [item.rstrip("/").rsplit("/", 1)[-1] for item in listed]
 
-    def contact_center_ids(self) -> list[str]:
-        """GET /contact-centers: the IDs (dashed UUID or hex) are the last segment of each returned URI.
+    def ensure_reachable(self, *, role: str, policy: RetryPolicy | None = None) -> RwsAnswer:
+        """GET /contact-centers before a run sends anything: is this DC's RWS there at all?
+
+        A few patient attempts; when RWS never answers, ``RwsUnreachable`` that says "<role> unreachable",
+        names the DC and what was tried, and is **not** retryable: a DC that is down (the primary during
+        a failover) stays down for a while, and Airflow's retries of every task would only be a retry
+        storm against it. The answer is returned, so a run that discovers its contact centers reuses it.
+        """
+        policy = policy or REACHABILITY_PROBE
+        path = f"{OPS_API}/contact-centers"
+        try:
+            return self.request(
+                "GET", path, what="the reachability check before sending anything", policy=policy
+            )
+        except RwsUnreachable as exc:
+            raise RwsUnreachable(
+                f"{role} unreachable: RWS {self.site} did not answer GET {path} through connection "
+                f"{self.conn_id!r} ({policy.attempts} attempt(s)): {exc}. Nothing was sent. During a "
+                f"failover away from {self.site} this is expected and not retried; once RWS {self.site} "
+                "answers again, clear this task (or trigger the run again): it re-indexes the same windows",
+                site=self.site,
+                retryable=False,
+                request_sent=False,
+            ) from None
+
+    def contact_center_ids(self, answer: RwsAnswer | None = None) -> list[str]:
+        """GET /contact-centers (or ``answer``, an earlier one): the IDs (dashed UUID or hex) are the last
+        segment of each returned URI.
 
         Each is validated before anyone puts it into a URL path (``RwsInvalidId`` otherwise).
         """
-        answer = self.request("GET", f"{OPS_API}/contact-centers", what="listing contact centers")
+        answer = answer or self.request("GET", f"{OPS_API}/contact-centers", what="listing contact centers")
         source = f"RWS {self.site} (GET {OPS_API}/contact-centers)"
         return [
             validate_contact_center_id(segment, site=self.site, source=source)

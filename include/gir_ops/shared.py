@@ -129,6 +129,19 @@ def format_size(size: float | None) -> str:
 DAG_START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 
 
+# Scheduled DAGs are created unpaused: their purpose is the nightly (hourly) run, a paused one silently
+# does nothing, and backfill runs of a paused DAG stay queued. A test harness that must not see scheduled
+# runs sets this to "1" (the engine tests do); nothing else should.
+PAUSED_AT_CREATION_ENV = "GIR_DAGS_PAUSED_AT_CREATION"
+
+
+def paused_upon_creation() -> bool:
+    """``is_paused_upon_creation`` of every scheduled DAG: False unless a test harness asks otherwise."""
+    import os
+
+    return os.environ.get(PAUSED_AT_CREATION_ENV, "").strip() == "1"
+
+
 def not_configured(dag_id: str, missing: str, to_enable: str) -> None:
     """The one policy for a topology section that is absent: the feature is not configured, so its DAG
     file defines no DAG and says so in ONE warning (naming what is missing and how to enable it), never in
@@ -137,4 +150,42 @@ def not_configured(dag_id: str, missing: str, to_enable: str) -> None:
 
     logging.getLogger("include.gir_ops").warning(
         "%s is not defined: the topology has no %s; %s", dag_id, missing, to_enable
+    )
+
+
+# --- a path that is not there: a missing file, or a share that is not mounted --------------------------
+
+
+def local_path(url: str) -> str | None:
+    """The local path of a ``file://`` URL (or a plain path); None for a remote store (s3://, sftp://...)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    if scheme.lower() not in ("file", "local"):
+        return None
+    return "/" + rest.lstrip("/") if rest else None
+
+
+def missing_path_detail(url: str, what: str = "file") -> str:
+    """Why ``url`` is not there, for a person: the file is missing, or its share is not mounted here.
+
+    A missing file in a folder that exists is "does not exist"; a folder above it that is missing too
+    means the share (NFS/SMB mount) is not mounted on this machine, or the topology's path is wrong. The
+    nearest folder that does exist is named, so the operator knows where to look.
+    """
+    import os
+    import socket
+
+    path = local_path(url)
+    if path is None:
+        return f"{what} does not exist: {url}"
+    parent = os.path.dirname(path.rstrip("/")) or "/"
+    if os.path.isdir(parent):
+        return f"{what} does not exist: {path} (its folder {parent} is there, the {what} is not)"
+    missing, above = parent, os.path.dirname(parent)
+    while above and not os.path.isdir(above):
+        missing, above = above, os.path.dirname(above)
+    return (
+        f"the share is not mounted on this worker ({socket.gethostname()}), or the path is wrong: "
+        f"{missing} does not exist (nearest existing folder: {above or '/'}), so {path} cannot be reached"
     )

@@ -35,6 +35,10 @@ from include.gir_ops.shared import CONTACT_CENTER_ID_FORMS, RWS_POOL_PREFIX
 
 DEFAULT_TOPOLOGY_PATH = Path(__file__).resolve().parent.parent / "config" / "topology.yaml"
 TOPOLOGY_ENV_VAR = "GIR_TOPOLOGY"
+# The bundled topology describes the simulator. It is loaded without GIR_TOPOLOGY only when this is "1"
+# (set by `make run`, the test harness and the demo stacks), so that a component someone forgot to give
+# GIR_TOPOLOGY fails to parse instead of silently running against the demo's data centers.
+DEMO_ENV_VAR = "GIR_DEMO"
 
 # Schemes ObjectStoragePath can reach through a registered fsspec filesystem and that we support.
 SUPPORTED_URL_SCHEMES = ("file", "s3", "gs", "gcs", "abfs", "az", "sftp", "smb", "hdfs", "webhdfs")
@@ -251,6 +255,23 @@ def _check_backup_name_pattern(value: str) -> str:
     return value
 
 
+# The WAN cap of the shipping copy, megabits (10^6 bits) per second: from 1 Mbit/s (a copy of a 2 GiB
+# backup would then take ~5 hours) to 100 Gbit/s (no WAN is faster; a larger number is a unit mistake).
+MIN_BANDWIDTH_LIMIT_MBPS = 1.0
+MAX_BANDWIDTH_LIMIT_MBPS = 100_000.0
+
+
+def _check_bandwidth_limit(value: float | None) -> float | None:
+    if value is not None and not MIN_BANDWIDTH_LIMIT_MBPS <= value <= MAX_BANDWIDTH_LIMIT_MBPS:
+        raise ValueError(
+            f"bandwidth_limit_mbps must be between {MIN_BANDWIDTH_LIMIT_MBPS:g} and "
+            f"{MAX_BANDWIDTH_LIMIT_MBPS:g} megabits per second, got {value!r}; fix: give the share of the "
+            "WAN link between the DCs the copy may use, in Mbit/s (e.g. 200 for 200 Mbit/s, about 25 MB/s), "
+            "or leave the key out for no cap"
+        )
+    return value
+
+
 # How the SpeechMiner Daily Index Backup reaches the backup DC (shipping.mode):
 # - copy: SpeechMiner writes it in the primary DC (speechminer.index_backup); the DAG copies, verifies and
 #   publishes it at shipping.destination;
@@ -286,6 +307,10 @@ class ShippingSettings(_Strict):
     destination_may_be_link: bool = Field(
         default=False,
         description="allow the destination root itself to be a symbolic link (never anything below it)",
+    )
+    bandwidth_limit_mbps: Annotated[float | None, AfterValidator(_check_bandwidth_limit)] = Field(
+        default=None,
+        description="cap of the copy between the DCs in Mbit/s; the local read-back is never capped",
     )
 
     @property
@@ -680,12 +705,45 @@ def _parse(text: str, source: str) -> tuple[Topology, dict[str, str | None]]:
         raise TopologyError(f"{source}: invalid topology:\n  " + "\n  ".join(problems)) from None
 
 
+def demo_mode() -> bool:
+    """True when this process belongs to the demo (``GIR_DEMO=1``): the bundled topology may be used."""
+    return os.environ.get(DEMO_ENV_VAR, "").strip() == "1"
+
+
 def topology_path() -> Path:
-    return Path(os.environ.get(TOPOLOGY_ENV_VAR) or DEFAULT_TOPOLOGY_PATH).expanduser().resolve()
+    """$GIR_TOPOLOGY; the bundled demo topology only in the demo (``GIR_DEMO=1``), else an error."""
+    configured = os.environ.get(TOPOLOGY_ENV_VAR, "").strip()
+    if configured:
+        return Path(configured).expanduser().resolve()
+    if not demo_mode():
+        raise TopologyError(
+            f"{TOPOLOGY_ENV_VAR} is not set: set it to your deployment's topology file in the environment "
+            f"of every Airflow component (scheduler, dag-processor, workers, triggerer, API server). The "
+            f"bundled {DEFAULT_TOPOLOGY_PATH} describes the simulator and is used without "
+            f"{TOPOLOGY_ENV_VAR} only by the demo ({DEMO_ENV_VAR}=1, which `make run` sets)"
+        )
+    return DEFAULT_TOPOLOGY_PATH
+
+
+def is_bundled_topology(path: str | Path, text: str | None = None) -> bool:
+    """The file in use is the bundled demo topology: the same path, or a copy with the same bytes."""
+    resolved = Path(path).expanduser().resolve()
+    if resolved == DEFAULT_TOPOLOGY_PATH:
+        return True
+    try:
+        bundled = DEFAULT_TOPOLOGY_PATH.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    if text is None:
+        try:
+            text = resolved.read_text(encoding="utf-8")
+        except OSError:
+            return False
+    return text == bundled
 
 
 def load_topology(path: str | Path | None = None) -> Topology:
-    """Load and validate the topology named by ``path``, $GIR_TOPOLOGY, or the default file.
+    """Load and validate the topology named by ``path`` or $GIR_TOPOLOGY (the bundled one only in the demo).
 
     Cached on what the result depends on: the file's content (read again on every call: a few KiB, so an
     edit is picked up even when size and mtime stay the same) and the values of the GIR_* variables its
@@ -696,8 +754,7 @@ def load_topology(path: str | Path | None = None) -> Topology:
         text = resolved.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TopologyError(
-            f"{resolved}: topology file not found; set {TOPOLOGY_ENV_VAR} to your topology file or "
-            f"create {DEFAULT_TOPOLOGY_PATH}"
+            f"{resolved}: topology file not found; set {TOPOLOGY_ENV_VAR} to your topology file"
         ) from None
     source = str(resolved)
     cached = _CACHE.get(source)

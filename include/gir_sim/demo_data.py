@@ -584,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
             for folder in folders:
                 files = _existing_files(folder)
                 print(f"  {folder.name}: {len(files)} files, {_human(sum(files.values()))}")
+        if topology.shipping is not None:
+            # The backup DC's share, mounted and empty until the first shipping run fills it.
+            local_path(topology.shipping.destination).mkdir(parents=True, exist_ok=True)
         keystores = generate_keystores(
             topology,
             password,

@@ -488,6 +488,9 @@ def test_freshness_fails_loudly_with_the_age_even_when_nothing_new_arrives(
     age = float(text.split(f"{newest.name}, ", 1)[1].split(" h old", 1)[0])
     assert 72 - 24 < age < 72 + 24, age
     assert "more than shipping.max_age_hours=26" in text
+    # The stale alarm also says what the source holds and that no step of this run failed.
+    assert f"- newest backup seen at the source (DC1): {newest.name} (last written " in text
+    assert "- no shipping step failed in this run: there was nothing newer at the source to ship" in text
 
 
 def test_the_schedule_is_the_topology_cron_in_the_source_dc_timezone(

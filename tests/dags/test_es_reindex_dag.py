@@ -48,10 +48,12 @@ def utc(*args: int) -> datetime:
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """The client's 1 s / 2 s / 4 s backoff, shortened: the retries still happen, in milliseconds."""
+    from include.gir_ops import rws
     from include.gir_ops.reindex import send
     from include.gir_ops.rws import RetryPolicy
 
     monkeypatch.setattr(send, "RETRY_POLICY", RetryPolicy(initial_backoff_seconds=0.01))
+    monkeypatch.setattr(rws, "REACHABILITY_PROBE", RetryPolicy(attempts=3, initial_backoff_seconds=0.01))
 
 
 def run(dag: Any, **kwargs: Any) -> Any:
@@ -431,7 +433,8 @@ def test_a_scheduled_run_of_dc2_reindexes_exactly_its_data_interval(gir: Any, lo
         {(cc, kind, to_ms(start), to_ms(end), False): 1 for cc in (CC_A, CC_B) for kind in KINDS}
     )
     assert gir.indexed("DC2") == {cc: {kind: hours(start, end) for kind in KINDS} for cc in (CC_A, CC_B)}
-    assert not [r for r in gir.requests("DC2") if r["method"] == "GET"]  # contact centers from topology
+    # One GET: the reachability check before anything is sent; the contact centers come from the topology.
+    assert [r["path"] for r in gir.requests("DC2") if r["method"] == "GET"] == ["/api/v2/ops/contact-centers"]
     sends = {
         ti.rendered_map_index: ti.state for (task, _), ti in task_instances(dag_run).items() if task == "send"
     }
@@ -588,8 +591,11 @@ def test_refused_credentials_fail_at_once_and_say_so(
     monkeypatch.setenv("AIRFLOW_CONN_GIR_RWS_DC2", json.dumps(connection))
     dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=TWO_DAYS)
     assert dag_run.state == "failed"
-    assert sent_windows(gir) == [(DAY_1, 401)]  # no client retry ...
-    assert task_instances(dag_run)[("send", 0)].try_number == 1  # ... and no Airflow retry
+    # Refused at the reachability check, before any POST: no client retry, no Airflow retry.
+    assert sent_windows(gir) == []
+    assert [(r["method"], r["http_status"]) for r in gir.requests("DC2")] == [("GET", 401)]
+    plan = task_instances(dag_run)[("plan", -1)]
+    assert (plan.state, plan.try_number) == ("failed", 1)
     output = task_output()
     assert "RWS DC2 refused the credentials of connection 'gir_rws_dc2'" in output
     assert "check the connection's login and password" in output
@@ -615,21 +621,39 @@ def test_status_code_2_is_not_retried_and_names_the_window(
     ) in output
 
 
-def test_connection_refused_is_retried_then_fails_clearly(
+def test_a_dc_that_is_down_fails_once_naming_it_without_a_retry_storm(
     gir: Any, load_dag: Any, task_output: Callable[[], str]
 ) -> None:
     gir.simulator.stop_site("DC2")
     dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=TWO_DAYS)
     assert dag_run.state == "failed"
+    tis = task_instances(dag_run)
+    assert (tis[("plan", -1)].state, tis[("plan", -1)].try_number) == ("failed", 1)  # no Airflow retry
+    assert [(key, ti.state) for key, ti in tis.items() if key[0] == "send"] == [
+        (("send", -1), "upstream_failed")  # never expanded: no forceIndex task, no retries of one
+    ]
+    output = task_output()
+    assert len(re.findall(r"failed \(attempt [12]/3\)", output)) == 2  # the probe's own 3 attempts
+    assert "data center DC2 unreachable: RWS DC2 did not answer GET /api/v2/ops/contact-centers" in output
+    assert "through connection 'gir_rws_dc2' (3 attempt(s))" in output
+    assert "connection refused or host unknown" in output
+    assert "Nothing was sent." in output
+    gir.simulator.start_site("DC2")
+    assert gir.requests("DC2") == []  # nothing ever reached RWS
+
+
+def test_a_dc_that_drops_mid_run_is_retried_then_fails_clearly(
+    gir: Any, load_dag: Any, task_output: Callable[[], str]
+) -> None:
+    """Reachable at the start, then every forceIndex refused: the sends' own retries still apply."""
+    gir.fault("DC2", mode="drop", count=1000, path_contains="/recordings")
+    dag_run = run(load_dag("gir_es_reindex_dc2"), logical_date=None, run_conf=TWO_DAYS)
+    assert dag_run.state == "failed"
     send = task_instances(dag_run)[("send", 0)]
     assert send.try_number == 3  # Airflow retried twice after the client's own attempts
     output = task_output()
-    assert len(re.findall(r"failed \(attempt [123]/4\)", output)) == 9  # 3 resends in each of 3 tries
     assert f"RWS DC2 could not be reached for forceIndex of recordings for contact center {CC_A}" in output
-    assert "connection refused or host unknown" in output
     assert "(gave up after 4 attempts)" in output
-    gir.simulator.start_site("DC2")
-    assert gir.requests("DC2") == []  # nothing ever reached RWS
 
 
 def test_a_timeout_is_resent_and_the_range_completes(

@@ -247,6 +247,16 @@ def test_every_fault_is_named_and_the_run_is_red(
     ):
         assert line in failure
     assert "- rcs-dc1-a" not in failure
+    # Safe guidance: the drifted instance holds a key the reference lacks, so it must not be overwritten;
+    # the missing one gets the replication steps.
+    assert (
+        f"what to do: do not overwrite: this instance holds a key the reference does not ({DRIFT_ALIAS})"
+        in (failure)
+    )
+    assert (
+        "what to do: back up rcs-dc2-b's keystore (file and password), copy rcs-dc1-a's keystore over it"
+        in (failure)
+    )
 
     events = _asset_events(run)
     assert len(events) == 1

@@ -56,6 +56,7 @@ UI_USERS = {"admin": "admin", "approver": "admin", "oncall": "user"}
 API_USERS = {**UI_USERS, SERVICE_USER: SIMPLE_AUTH_MANAGER_ROLE}
 SIMPLE_AUTH_MANAGER_USERS = ",".join(f"{user}:{role}" for user, role in API_USERS.items())
 EXPECTED_DAG_IDS = (
+    "gir_doctor",
     "gir_es_reindex_dc1",  # the primary: never scheduled, backfill and manual runs (reindex.enabled false)
     "gir_es_reindex_dc2",
     "gir_es_reindex_dc3",
@@ -438,6 +439,9 @@ class EngineStack:
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
                 "GIR_TOPOLOGY": str(self.topology_path),
                 "GIR_DATA_DIR": str(self.data_dir),
+                # The DAGs are created unpaused in a deployment; here scheduled runs would land in the
+                # middle of the tests' exact request counts, so each test unpauses what it runs.
+                "GIR_DAGS_PAUSED_AT_CREATION": "1",
             }
         )
         env.update(self.connection_env())
@@ -516,6 +520,8 @@ class EngineStack:
             topology = self.topology()
             demo_data.generate_index_backups(self.source_backup_root(), days=2)
             demo_data.generate_keystores(topology, self.keystore_password)
+            # The backup DC's share, mounted and empty until the first shipping run (as the demo data CLI).
+            self.replica_root().mkdir(parents=True, exist_ok=True)
         finally:
             if previous is None:
                 os.environ.pop("GIR_DATA_DIR", None)

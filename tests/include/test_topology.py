@@ -475,6 +475,21 @@ def test_failover_site_field_is_optional_and_dotted() -> None:
     assert settings.site_field == "genesysEnvironment.eServicesSite"
 
 
+def test_the_shipping_bandwidth_limit_is_optional_and_read_in_megabits() -> None:
+    assert parse_topology(_with(("primary_site",), "DC1"), "t.yaml").shipping.bandwidth_limit_mbps is None
+    topology = parse_topology(_with(("shipping", "bandwidth_limit_mbps"), 200), "t.yaml")
+    assert topology.shipping is not None and topology.shipping.bandwidth_limit_mbps == 200.0
+
+
+@pytest.mark.parametrize("value", [0, -5, 0.5, 200_000, float("nan"), "fast"])
+def test_a_bad_shipping_bandwidth_limit_names_the_field_and_the_fix(value: object) -> None:
+    with pytest.raises(TopologyError, match=r"shipping\.bandwidth_limit_mbps") as error:
+        parse_topology(_with(("shipping", "bandwidth_limit_mbps"), value), "t.yaml")
+    if not isinstance(value, str):
+        assert "between 1 and 100000 megabits per second" in str(error.value)
+        assert "or leave the key out for no cap" in str(error.value)
+
+
 # --- shipping.mode and the ready marker ----------------------------------------------------------------
 
 

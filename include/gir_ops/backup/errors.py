@@ -19,6 +19,13 @@ class BackupNotFound(BackupError):
     """No backup folder where the topology says SpeechMiner writes them."""
 
 
+class SourceUnreachable(BackupNotFound):
+    """The source folder itself cannot be reached: its share is not mounted here, or the path is wrong.
+
+    During a failover away from the source DC this is what the primary's loss looks like from a worker.
+    """
+
+
 class BackupRefused(BackupError):
     """The backup contains something that must not be shipped: a symlink, a special file, a bad name."""
 

@@ -36,6 +36,7 @@ class ShippingRoute:
     poll_seconds: float
     backup_name_pattern: str = DEFAULT_BACKUP_NAME_PATTERN
     destination_may_be_link: bool = False
+    bandwidth_limit_mbps: float | None = None  # the copy's WAN cap; None: as fast as the disks go
     mode: str = "copy"
     manifest_root: str = ""
 
@@ -62,6 +63,7 @@ class ShippingRoute:
             poll_seconds=shipping.poll_seconds,
             backup_name_pattern=shipping.backup_name_pattern,
             destination_may_be_link=shipping.destination_may_be_link,
+            bandwidth_limit_mbps=shipping.bandwidth_limit_mbps,
             mode=shipping.mode,
             manifest_root=shipping.manifest_root,
         )

@@ -41,6 +41,7 @@ class SpeechMinerBackupSensor(BaseSensorOperator):
         wait_timeout_minutes: float,
         poll_seconds: float,
         backup_name_pattern: str = DEFAULT_BACKUP_NAME_PATTERN,
+        source_site: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poll_seconds, timeout=wait_timeout_minutes * 60, **kwargs)
@@ -50,11 +51,12 @@ class SpeechMinerBackupSensor(BaseSensorOperator):
         self.wait_timeout_minutes = wait_timeout_minutes
         self.poll_seconds = poll_seconds
         self.backup_name_pattern = backup_name_pattern
+        self.source_site = source_site
         self._previous: Readiness | None = None
 
     def _check(self) -> Readiness:
         from include.gir_ops.backup import readiness as checks
-        from include.gir_ops.backup.errors import BackupNotFound
+        from include.gir_ops.backup.errors import BackupNotFound, SourceUnreachable
 
         try:
             readiness = checks.backup_readiness(
@@ -64,10 +66,23 @@ class SpeechMinerBackupSensor(BaseSensorOperator):
                 previous=self._previous,
                 name_pattern=self.backup_name_pattern,
             )
+        except SourceUnreachable as exc:
+            raise AirflowFailException(self.unreachable_message(str(exc))) from exc
         except BackupNotFound as exc:
             raise AirflowFailException(str(exc)) from exc
         self._previous = readiness
         return readiness
+
+    def unreachable_message(self, detail: str) -> str:
+        """The source DC (the primary, during its loss) cannot be reached: say so, and that nothing
+        was shipped; not retried, so a lost DC costs one clear failure per run, not a retry storm."""
+        site = self.source_site or "the source DC"
+        return (
+            f"primary unreachable: the SpeechMiner backup source of {site} cannot be reached from this "
+            f"worker; tried to list {self.source_root}: {detail}. Nothing was shipped; the backup DC keeps "
+            f"its newest verified copy (task freshness says how old). Not retried: during a failover away "
+            f"from {site} this is expected; once its share is back, trigger this DAG again"
+        )
 
     def poke(self, context: Context) -> PokeReturnValue:
         """The non-deferred check (``mode="poke"``: the scans of one process are compared).
@@ -124,6 +139,8 @@ class SpeechMinerBackupSensor(BaseSensorOperator):
             )
             return {**{k: v for k, v in event.items() if k != "status"}, "deferred": True}
         if status == "missing":
+            if event.get("unreachable"):
+                raise AirflowFailException(self.unreachable_message(event["message"]))
             raise AirflowFailException(event["message"])
         if status == "timeout":
             raise AirflowSensorTimeout(event["message"])

@@ -17,14 +17,26 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowSkipException
 
 from include.gir_ops.backup.destination import apply_retention, publish, restore_interrupted_swap, unpublish
-from include.gir_ops.backup.errors import BackupError, PublishConflict, VerificationFailed, name_problems
-from include.gir_ops.backup.freshness import check_freshness
+from include.gir_ops.backup.errors import (
+    BackupError,
+    BackupStale,
+    PublishConflict,
+    VerificationFailed,
+    name_problems,
+)
+from include.gir_ops.backup.freshness import check_freshness, stale_message
 from include.gir_ops.backup.links import lexists, refuse_link
 from include.gir_ops.backup.manifest import PublishedManifest, manifest_document, read_manifest, verify_tree
 from include.gir_ops.backup.route import ShippingRoute
 from include.gir_ops.backup.spec import MANIFEST_NAME
-from include.gir_ops.backup.transfer import CHUNK_SIZE, PROGRESS_EVERY_SECONDS, copy_backup
-from include.gir_ops.backup.tree import ManifestEntry, SourceFile, check_backup_name, scan_backup
+from include.gir_ops.backup.transfer import CHUNK_SIZE, PROGRESS_EVERY_SECONDS, Throttle, copy_backup
+from include.gir_ops.backup.tree import (
+    ManifestEntry,
+    SourceFile,
+    check_backup_name,
+    scan_backup,
+    storage_path,
+)
 from include.gir_ops.shared import fail_without_retry, format_size
 
 log = logging.getLogger(__name__)
@@ -116,8 +128,12 @@ def copy_task(
     *,
     chunk_size: int = CHUNK_SIZE,
     progress_every: float = PROGRESS_EVERY_SECONDS,
+    throttle: Throttle | None = None,
 ) -> dict[str, Any]:
-    """Copy the planned files into ``<name>.partial`` (resuming); skipped when already present."""
+    """Copy the planned files into ``<name>.partial`` (resuming); skipped when already present.
+
+    The copy is capped at ``route.bandwidth_limit_mbps`` (``throttle`` replaces that cap, for tests).
+    """
     with fail_without_retry(BackupError):
         name = check_backup_name(plan["backup_name"], route.backup_name_pattern)
     if plan["already_present"]:
@@ -133,14 +149,18 @@ def copy_task(
             last=route.ready_marker,
             chunk_size=chunk_size,
             progress_every=progress_every,
+            throttle=throttle or Throttle.from_mbps(route.bandwidth_limit_mbps),
         )
     log.info(
-        "copied %s in %d file(s), appended to %d, kept %d already staged (%.1f s)",
+        "copied %s in %d file(s), appended to %d, kept %d already staged (%.1f s%s)",
         format_size(result.bytes_copied),
         len(result.files_copied),
         len(result.files_resumed),
         len(result.files_kept),
         result.seconds,
+        ""
+        if route.bandwidth_limit_mbps is None and throttle is None
+        else f", {result.throttled_seconds:.1f} s of it waiting for the bandwidth cap",
     )
     summary = asdict(result)
     summary["entries"] = [[e.path, e.size, e.sha256] for e in result.entries]
@@ -208,16 +228,22 @@ def retention_task(route: ShippingRoute, plan: Mapping[str, Any]) -> dict[str, A
     return asdict(result)
 
 
-def freshness_task(route: ShippingRoute, *, now: float | None = None) -> dict[str, Any]:
-    """Fail (no retry) when the newest verified backup at the destination is too old."""
+def freshness_task(
+    route: ShippingRoute, *, now: float | None = None, states: Mapping[str, str | None] | None = None
+) -> dict[str, Any]:
+    """Fail (no retry) when the newest verified backup at the destination is too old, saying what the
+    source holds and which step of this run failed (``states``: this run's task states)."""
     with fail_without_retry(BackupError):
-        result = check_freshness(
-            route.destination_root(),
-            max_age_hours=route.max_age_hours,
-            site=route.to_site,
-            now=now,
-            destination_may_be_link=route.destination_may_be_link,
-        )
+        try:
+            result = check_freshness(
+                storage_path(route.destination),
+                max_age_hours=route.max_age_hours,
+                site=route.to_site,
+                now=now,
+                destination_may_be_link=route.destination_may_be_link,
+            )
+        except BackupStale as exc:
+            raise BackupStale(stale_message(exc, route, states, now=now)) from exc
     log.info(
         "newest verified backup at %s: %s, %.1f h old (limit %g h)",
         route.to_site,

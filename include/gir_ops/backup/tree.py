@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from include.gir_ops.backup.errors import BackupNotFound, BackupRefused
+from include.gir_ops.backup.errors import BackupNotFound, BackupRefused, SourceUnreachable
 from include.gir_ops.backup.spec import MANIFEST_NAME, PARTIAL_SUFFIX, RETIRED_SUFFIX
+from include.gir_ops.shared import missing_path_detail
 from include.gir_ops.topology import DEFAULT_BACKUP_NAME_PATTERN
 
 if TYPE_CHECKING:
@@ -252,9 +253,10 @@ def top_level(folder: ObjectStoragePath) -> Iterator[tuple[str, dict[str, Any]]]
 def _scan_root(root: ObjectStoragePath, pattern: str) -> tuple[list[str], list[str]]:
     """(backup folder names, oldest first; names of the other entries, printable) under ``root``."""
     if not root.exists():
-        raise BackupNotFound(
-            f"{root} does not exist: SpeechMiner's Daily Index Backup is not where the topology says; "
-            "check the source DC's speechminer.index_backup and SpeechMiner's backup configuration "
+        raise SourceUnreachable(
+            f"{root} does not exist ({missing_path_detail(str(root), 'folder')}): SpeechMiner's Daily Index "
+            "Backup cannot be read where the topology says; check that the source DC's share is mounted on "
+            "this machine, the source DC's speechminer.index_backup and SpeechMiner's backup configuration "
             "(SMConfig > Index)"
         )
     names: list[str] = []

@@ -48,7 +48,8 @@ def timeout_message(
     if "marker" in readiness.reason:
         message += (
             "; SpeechMiner (or the job that marks its backup complete) did not write the marker: check its "
-            "Daily Index Backup, or set shipping.ready_marker to null to rely on the quiet period instead"
+            "Daily Index Backup and that job; do not remove the marker from the topology to get past this "
+            "(it is what proves the backup complete)"
         )
     else:
         message += "; SpeechMiner is still writing it or was stopped mid-backup: check the SpeechMiner server"
@@ -104,7 +105,7 @@ class BackupReadyTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from include.gir_ops.backup import readiness as checks
-        from include.gir_ops.backup.errors import BackupNotFound
+        from include.gir_ops.backup.errors import BackupNotFound, SourceUnreachable
 
         readiness: Readiness | None = None
         previous: Readiness | ScanState | None = (
@@ -127,7 +128,9 @@ class BackupReadyTrigger(BaseTrigger):
                 previous = readiness
                 last_error = None
             except BackupNotFound as exc:
-                yield TriggerEvent({"status": "missing", "message": str(exc), "polls": polls})
+                unreachable = isinstance(exc, SourceUnreachable)
+                event = {"status": "missing", "message": str(exc), "polls": polls, "unreachable": unreachable}
+                yield TriggerEvent(event)
                 return
             except Exception as exc:  # storage briefly unreachable: keep polling until the deadline
                 last_error = f"{type(exc).__name__}: {exc}"

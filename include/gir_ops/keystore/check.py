@@ -67,6 +67,7 @@ def check_replication(
     *,
     parallel_reads: int = DEFAULT_KEYSTORE_PARALLEL_READS,
     read_timeout_seconds: float | None = None,
+    reference: str | None = None,
     get_password: PasswordGetter = connection_password,
     now: datetime | None = None,
     opener: Callable[[str], BinaryIO] = open_keystore,
@@ -76,9 +77,11 @@ def check_replication(
 
     Never raises for a keystore problem: the report says what is wrong, and the caller decides to fail.
     A keystore that does not answer within ``read_timeout_seconds`` (default: the topology's
-    ``keystore_check.read_timeout_seconds``) is unreadable; the report still comes out.
+    ``keystore_check.read_timeout_seconds``) is unreadable; the report still comes out. ``reference``
+    (default: the topology's) is the instance every other is compared with.
     """
     now = now or datetime.now(UTC)
+    reference = reference or topology.keystore_reference
     timeout = topology.keystore_check.read_timeout_seconds
     if read_timeout_seconds is not None:
         timeout = read_timeout_seconds
@@ -89,7 +92,7 @@ def check_replication(
         len(targets),
         min(parallel_reads, max(len(targets), 1)),
         timeout,
-        topology.keystore_reference or "(none)",
+        reference or "(none)",
     )
     preload(opener)
     started = time.monotonic()
@@ -109,7 +112,7 @@ def check_replication(
     report = compare_keystores(
         targets,
         readings,
-        topology.keystore_reference,
+        reference,
         checked_at=now,
         password_problems=problems,
         parallel_reads=parallel_reads,

@@ -28,6 +28,10 @@ from include.gir_ops.keystore.report import KeystoreReport
 from include.gir_ops.shared import format_size, iso_utc
 from include.gir_ops.topology import DEFAULT_KEYSTORE_PARALLEL_READS
 
+# Said whenever an instance holds an entry the reference lacks: replicating the reference over it would
+# destroy a key, and recordings encrypted with it could never be played again.
+DO_NOT_OVERWRITE = "do not overwrite: this instance holds a key the reference does not"
+
 
 def _short(sha256: str | None) -> str:
     return f"{sha256[:FINGERPRINT_PREFIX_HEX]}…" if sha256 else "?"
@@ -72,6 +76,8 @@ def _drift_detail(reference: KeystoreReading, reading: KeystoreReading) -> str:
     ]
     if reading.opened and reference.opened:
         entries = alias_diff(reference, reading)
+        if any(entry.startswith(("alias added", "private key added")) for entry in entries):
+            entries.append(DO_NOT_OVERWRITE)
         parts += entries or [
             "same aliases, certificates and private keys (keystore re-exported rather than copied?)"
         ]

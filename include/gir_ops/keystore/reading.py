@@ -33,6 +33,7 @@ from include.gir_ops.keystore.formats import (
     sniff_format,
 )
 from include.gir_ops.keystore.model import CertificateInfo, KeystoreReading, KeystoreTarget
+from include.gir_ops.shared import missing_path_detail
 from include.gir_ops.topology import DEFAULT_KEYSTORE_PARALLEL_READS, DEFAULT_KEYSTORE_READ_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,8 @@ def _stream(
                     kept += chunk
     except FileNotFoundError:
         reading.missing = True
-        reading.error = f"file does not exist: {url}"
+        # "file does not exist" (the folder is there) vs "the share is not mounted on this worker"
+        reading.error = missing_path_detail(url)
         return None
     except OSError as exc:
         reading.error = _describe_os_error(exc)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from include.gir_ops.keystore.model import MATCH, NOT_COMPARED, InstanceResult
+from include.gir_ops.keystore.model import DRIFT, MATCH, MISSING, NOT_COMPARED, InstanceResult
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +124,66 @@ def failure_message(report: dict[str, Any]) -> str | None:
         lines.append(
             f"{len(bad)} of {len(instances)} RCS keystore(s) do not match {report.get('reference')}:"
         )
+    by_name = {item["instance"]: item for item in instances}
+    reference = by_name.get(report.get("reference") or "")
     for item in instances:
         if item["state"] not in (MATCH, NOT_COMPARED):
             lines.append(f"- {item['instance']} ({item['site']}): {item['state']}: {item['detail']}")
+            lines.append(f"  what to do: {what_to_do(item, reference, report.get('reference'))}")
     not_compared = [i["instance"] for i in instances if i["state"] == NOT_COMPARED]
     if not_compared:
         lines.append(f"Not compared (no reference): {', '.join(not_compared)}.")
     return "\n".join(lines)
+
+
+def held_only_here(item: dict[str, Any], reference: dict[str, Any] | None) -> list[str]:
+    """Aliases (or private keys) this instance holds that the reference lacks: never to be overwritten."""
+    if reference is None or not item.get("opened") or not reference.get("opened"):
+        return []
+    theirs = {c["alias"]: c for c in reference.get("certificates") or []}
+    held = []
+    for cert in item.get("certificates") or []:
+        other = theirs.get(cert["alias"])
+        if other is None or (cert.get("has_private_key") and not other.get("has_private_key")):
+            held.append(cert["alias"])
+    return held
+
+
+def what_to_do(item: dict[str, Any], reference_item: dict[str, Any] | None, reference: str | None) -> str:
+    """Safe next steps for one instance that is not ``match``: never advice that could destroy a key."""
+    name = item["instance"]
+    replicate = (
+        f"back up {name}'s keystore (file and password), copy {reference}'s keystore over it, restart RCS "
+        f"on {name}, then trigger this check again"
+    )
+    if item["state"] == DRIFT:
+        extra = held_only_here(item, reference_item)
+        if extra:
+            return (
+                f"do not overwrite: this instance holds a key the reference does not ({', '.join(extra)}); "
+                "replicating the reference over it would lose that key and the recordings encrypted with it. "
+                f"Reconcile: back up both keystores, import the entries {', '.join(extra)} from {name} into "
+                f"{reference}'s keystore (keytool -importkeystore -srcalias <alias>), replicate the merged "
+                "keystore to every instance, restart RCS on each, then trigger this check again"
+            )
+        if not item.get("opened") or not (reference_item or {}).get("opened"):
+            return (
+                f"the aliases were not compared, so first list both keystores (keytool -list) and make sure "
+                f"{name} holds no alias the reference lacks (if it does: do not overwrite, merge instead); "
+                f"then {replicate}"
+            )
+        return replicate
+    if item["state"] == MISSING:
+        if "not mounted" in item.get("detail", ""):
+            return (
+                "mount the share on this worker (or fix the path in the topology); if "
+                f"{name} really has no keystore: {replicate}"
+            )
+        return replicate
+    return (
+        "fix what the detail names (access, the password connection, the mount), then trigger this check "
+        "again"
+    )
 
 
 _COLUMNS = ("instance", "DC", "state", "fingerprint", "detail")

@@ -35,8 +35,20 @@ RCS_KEYSTORE_CHECK_ASSET = Asset(name="gir_rcs_keystore_check", group="gir")
 
 
 def trigger_params(topology: Topology) -> dict[str, Any]:
-    """The trigger form: how many keystores are read at once (default from the topology)."""
+    """The trigger form: the reference instance, how many keystores are read at once (topology defaults)."""
+    names = [rcs.name for _, rcs in topology.rcs_instances]
     return {
+        "reference": trigger_param(
+            None,
+            type=["null", "string"],
+            enum=[None, *names],
+            title="Reference instance",
+            description=(
+                "The RCS instance the others must equal in this run. Empty: an instance in the DC whose "
+                "Interaction Server is current (asked of RWS), so a lost primary DC does not leave the check "
+                f"without a reference; when no RWS reports the site, {topology.keystore_reference}."
+            ),
+        ),
         "parallel_reads": trigger_param(
             topology.keystore_check.parallel_reads,
             type="integer",

@@ -98,15 +98,15 @@ def test_a_link_inside_the_staging_folder_is_refused_even_when_it_appears_mid_co
     (staging / "segments").unlink()
 
     # Made after the listing, between two files: the check before every write still refuses it.
-    real_copy_file = transfer._copy_file
+    real_copy_file = transfer._FileCopy.copy
 
-    def copy_then_plant_a_link(*args: Any, **kwargs: Any) -> Any:
-        entry = real_copy_file(*args, **kwargs)
+    def copy_then_plant_a_link(self: Any) -> Any:
+        entry = real_copy_file(self)
         if not (staging / "segments").exists():
             (staging / "segments").symlink_to(outside, target_is_directory=True)
         return entry
 
-    monkeypatch.setattr(transfer, "_copy_file", copy_then_plant_a_link)
+    monkeypatch.setattr(transfer._FileCopy, "copy", copy_then_plant_a_link)
     with pytest.raises(BackupRefused, match=r"segments \(staging folder\) is a symbolic link"):
         copy_backup(osp(source), listed, osp(staging))
     assert snapshot(outside) == SENTINELS

@@ -194,3 +194,44 @@ def test_a_close_failure_fails_the_copy_naming_the_file(
     with pytest.raises(WriteFailed, match=rf"close of file://.*/{NAME}\.partial/seg\.dat failed"):
         copy_task(route, plan, chunk_size=CHUNK)
     assert not (tmp_path / "dst" / NAME).exists()
+
+
+def test_fsync_in_the_background_still_fails_the_copy_for_the_right_file_and_stops_its_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files are fsynced by a background thread while the next ones are copied: a failed fsync of a file
+    in the middle still names that file, removes it, and leaves no thread running."""
+    import threading
+
+    from tests.include.backup.backup_support import fail_fsync_of
+
+    files = {f"seg-{i}.dat": os.urandom(3 * CHUNK + i) for i in range(6)}
+    source = make_tree(tmp_path / "src" / "index-1", files)
+    staging = tmp_path / "dst" / "index-1.partial"
+    fail_fsync_of(monkeypatch, lambda path: path.endswith("seg-2.dat"))
+    threads_before = threading.active_count()
+    with pytest.raises(WriteFailed, match=r"fsync of file://.*/index-1\.partial/seg-2\.dat failed"):
+        copy_backup(osp(source), scan_backup(osp(source)), osp(staging), chunk_size=CHUNK)
+    assert not (staging / "seg-2.dat").exists(), "a retry must rewrite it"
+    assert (staging / "seg-1.dat").read_bytes() == files["seg-1.dat"]
+    assert threading.active_count() == threads_before
+
+
+def test_a_write_failure_stops_the_copy_with_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {f"seg-{i}.dat": os.urandom(4 * CHUNK) for i in range(3)}
+    source = make_tree(tmp_path / "src" / "index-1", files)
+    real_write = LocalFileOpener.write
+    calls = {"n": 0}
+
+    def write(self: Any, data: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 6:  # the second chunk of the second file
+            raise OSError(28, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(LocalFileOpener, "write", write, raising=False)
+    with pytest.raises(OSError, match="No space left on device"):
+        copy_backup(osp(source), scan_backup(osp(source)), osp(tmp_path / "dst" / "p"), chunk_size=CHUNK)
+    assert calls["n"] < 12, "the copy stopped at the failure instead of reading the whole backup"
