@@ -32,6 +32,7 @@ BENCHMARKS = (
     "reindex_overhead",
     "engine_backfill",
     "keystore_fanout",
+    "readiness_status",
 )
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
 
@@ -163,6 +164,18 @@ instances whose PKCS12 keystores (from `generate_keystores`) are read through an
 50 ms before opening each file, against one instance's read (`read_keystore` with the same opener, median
 of 5). Ratio = wall time / (100 x one read): 1.0 would mean no parallelism; the target is 1.5x the ideal
 ceil(100 / parallel_reads) / 100 at the DAG's default `parallel_reads`.
+
+**Readiness status** (`benchmarks/readiness_status.py`). A child process with its own AIRFLOW_HOME and a
+migrated SQLite DB gets a year of history inserted in bulk (for this benchmark only; the readiness tests
+use real DAG runs): 365 runs per scheduled DAG per DC (the re-index DAGs of DC2 and DC3, the backup
+shipping, the keystore check once per DC) with their task instances, 50 contact centers per re-indexing DC
+(DC2 both kinds, DC3 recordings only) and the return value of every mapped `send`, an Asset event per
+keystore check and per shipped backup, and weekly failover drills with their audit record. Then
+`GET /gir-readiness/api/status` is asked through Airflow's API app (the plugin mounted as the API server
+mounts it, a JWT in the header) 60 times after 3 warm-up requests; the RWS probes answer from a stub (the
+live probe is a separate, cached cost: one short GET per DC at most every 30 s). Ratio = p95 / 300 ms,
+the issue's budget. The figures also give Airflow's own `GET /api/v2/dags/~/dagRuns?limit=100` on the same
+database, measured the same way, for scale.
 """
 
 

@@ -17,7 +17,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator  # noqa: 
 from airflow.sdk import chain, dag, task
 from airflow.triggers.base import BaseTrigger  # noqa: F401
 
-from include.gir_ops import shared
+from include.gir_ops import notifications, shared
 from include.gir_ops.failover import spec
 from include.gir_ops.failover.operators import (
     ConfirmSwitchOperator,
@@ -80,7 +80,11 @@ Full procedure: docs/gir_eservices_failover.md.
     # A failover DAG that is paused when it is needed is a trap; the approval gate guards every run.
     is_paused_upon_creation=False,
     tags=["gir", "eservices", "failover", "hitl"],
-    default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(seconds=15)},
+    **notifications.dag_kwargs(
+        TOPOLOGY,
+        spec.DAG_ID,
+        default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(seconds=15)},
+    ),
     params=spec.trigger_params(TOPOLOGY),
     doc_md=DOC_MD,
 )
@@ -119,6 +123,7 @@ def gir_eservices_failover() -> None:
         # timeout from a rejection; a Reject skips the downstream steps instead of failing this task.
         defaults=spec.REJECT,
         fail_on_reject=False,
+        notifiers=notifications.approval_notifiers(TOPOLOGY, record_task_id=spec.PREFLIGHT),
         retries=0,
         doc_md="The provider's ApprovalOperator, recording the answer. Never retried: a retry would ask "
         "the approvers again after they answered. Waits in awaiting_input without a worker slot; the "

@@ -5,9 +5,13 @@ and ``airflow standalone``. All state lives under ``<repo>/.local`` (git-ignored
 and every step is idempotent, so running it again reuses the database, the demo data and the passwords.
 Ctrl-C (or SIGTERM) stops the children, then the embedded PostgreSQL, and exits 0.
 
-Environment knobs: GIR_UI_PORT (8080), GIR_SIM_BASE_PORT (18801, one port per DC in topology order),
-GIR_TOPOLOGY (the bundled topology), GIR_METADATA_DB_URL (an existing PostgreSQL database instead of the
-embedded one).
+Notifications (the topology's ``notifications`` section) go to a local receiver that stands in for the
+on-call's channel: Apprise ``json://127.0.0.1:GIR_NOTIFY_PORT`` posts there, and every message is
+appended to ``.local/data/notifications.jsonl`` and logged in ``.local/logs/notify-receiver.log``.
+
+Environment knobs: GIR_UI_PORT (8080), GIR_NOTIFY_PORT (18799), GIR_SIM_BASE_PORT (18801, one port per DC
+in topology order), GIR_TOPOLOGY (the bundled topology), GIR_METADATA_DB_URL (an existing PostgreSQL
+database instead of the embedded one).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 DEFAULT_UI_PORT = 8080
 DEFAULT_SIM_BASE_PORT = 18801
+DEFAULT_NOTIFY_PORT = 18799
+NOTIFICATIONS_FILE = "notifications.jsonl"
 UI_USERS = ("admin", "approver")
 # Where the simulated RWS reports the eServices site: GIR_SIM_SITE_REPORT=none make run shows a deployment
 # whose RWS does not report it (the run then ends "confirmed" only by the person's confirmation).
@@ -254,6 +260,21 @@ def with_gir_secrets(env: Mapping[str, str], stack_secrets: Mapping[str, str]) -
     }
 
 
+def notification_env(topology: Path, notify_port: int, ui_port_: int) -> dict[str, str]:
+    """The Apprise connection(s) the topology's notifications name, all to the local receiver, and the
+    base URL the messages' links use. Nothing when the topology has no notifications section."""
+    settings = load_topology(topology).notifications
+    if settings is None:
+        return {}
+    config = {"conn_type": "apprise", "extra": {"config": {"path": f"json://127.0.0.1:{notify_port}/notify"}}}
+    from include.gir_ops.notifications import EVENTS
+
+    conn_ids = {settings.conn_id} | {getattr(settings, e).conn_id or settings.conn_id for e in EVENTS}
+    env = {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(config) for conn_id in sorted(conn_ids)}
+    env["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{ui_port_}"
+    return env
+
+
 def rws_urls(ports: Mapping[str, int]) -> dict[str, str]:
     return {site: f"http://127.0.0.1:{port}" for site, port in ports.items()}
 
@@ -287,6 +308,8 @@ def banner(
         "gir-ops stack is up",
         "",
         f"  Airflow UI        http://127.0.0.1:{port}/",
+        f"  GIR readiness     http://127.0.0.1:{port}/gir-readiness/  (in the UI navigation; "
+        "api/status, metrics)",
         "  Logins (local demo users; trigger failover as admin, approve as approver):",
         *logins,
         f"    (from {paths.airflow_home / 'simple_auth_manager_passwords.json.generated'})",
@@ -301,6 +324,7 @@ def banner(
         "",
         f"  Metadata DB       {db_description}",
         f"  Demo data         {paths.data}   (GIR_DATA_DIR)",
+        f"  Notifications     {paths.data / NOTIFICATIONS_FILE}   (what the on-call would get)",
         f"  Stack logs        {paths.logs}",
         f"  Task logs         {paths.airflow_home / 'logs'}",
         f"  AIRFLOW_HOME      {paths.airflow_home}",
@@ -568,7 +592,14 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
     topology = topology_file(environ, paths.repo)
     port = ui_port(environ)
     ports = sim_ports(_sites(topology), environ)
-    check_ports_free({"Airflow UI": port, **{f"simulator {site}": p for site, p in ports.items()}})
+    notify_port = _port_from_env(environ, "GIR_NOTIFY_PORT", DEFAULT_NOTIFY_PORT)
+    check_ports_free(
+        {
+            "Airflow UI": port,
+            "notification receiver": notify_port,
+            **{f"simulator {site}": p for site, p in ports.items()},
+        }
+    )
 
     paths.create()
     stack_secrets = load_or_create_secrets(paths.secrets)
@@ -592,6 +623,7 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
         topology=topology,
         python=python,
     )
+    env.update({k: v for k, v in notification_env(topology, notify_port, port).items() if k not in environ})
     gir_env = with_gir_secrets(env, stack_secrets)
     urls = rws_urls(ports)
 
@@ -647,6 +679,20 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
         wait_until(
             f"simulator {site}", lambda url=url: http_ok(f"{url}/_sim/health"), timeout=60, children=children
         )
+    print(f"--> starting the notification receiver on 127.0.0.1:{notify_port}", flush=True)
+    children.start(
+        "notify-receiver",
+        [
+            str(python),
+            "-m",
+            "include.gir_sim.notify_receiver",
+            "--port",
+            str(notify_port),
+            "--out",
+            str(paths.data / NOTIFICATIONS_FILE),
+        ],
+        env,
+    )
     children.run("airflow dags reserialize", [airflow, "dags", "reserialize"], env)
     print("--> starting airflow standalone (scheduler, dag-processor, triggerer, api-server)", flush=True)
     children.start(
