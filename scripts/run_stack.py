@@ -289,6 +289,14 @@ def read_ui_passwords(airflow_home: Path) -> dict[str, str]:
     return {str(user): str(password) for user, password in data.items()}
 
 
+def simulator_site_report() -> str:
+    """Where the simulated RWS reports the eServices site (GIR_SIM_SITE_REPORT, default nested)."""
+    site_report = os.environ.get(SITE_REPORT_ENV, "nested")
+    if site_report not in SITE_REPORT_HELP:
+        raise StackError(f"{SITE_REPORT_ENV}={site_report!r}: use one of {', '.join(SITE_REPORT_HELP)}")
+    return site_report
+
+
 def banner(
     *,
     port: int,
@@ -655,9 +663,6 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
         [str(python), "-m", "include.gir_sim.demo_data", "--topology", str(topology)],
         gir_env,
     )
-    site_report = os.environ.get(SITE_REPORT_ENV, "nested")
-    if site_report not in SITE_REPORT_HELP:
-        raise StackError(f"{SITE_REPORT_ENV}={site_report!r}: use one of {', '.join(SITE_REPORT_HELP)}")
     print("--> starting the GIR simulator", flush=True)
     port_args = [arg for site, p in ports.items() for arg in ("--port", f"{site}={p}")]
     children.start(
@@ -670,7 +675,7 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
             "--topology",
             str(topology),
             "--site-report",
-            site_report,
+            simulator_site_report(),
             *port_args,
         ],
         gir_env,
@@ -717,7 +722,7 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
             simulators=urls,
             paths=paths,
             db_description=db_description,
-            site_report=site_report,
+            site_report=simulator_site_report(),
         ),
         flush=True,
     )
