@@ -78,7 +78,7 @@ validated topology (the *topology import + load_topology()* row, ~0.4x) is paid 
 a bad topology must fail parsing with a clear message and the processor keeps no project
 module between parses; and the DAGs themselves: a DAG with a cron timetable, params and several tasks
 costs Airflow more to build and serialize than a one-task DAG without them (Airflow re-checks each Param
-per task while serializing). `gir_eservices_failover.py` builds 9 tasks, HITL included, with 4 params;
+per task while serializing). `gir_eservices_failover.py` builds 11 tasks, two HITL included, with 5 params;
 `gir_es_reindex.py` builds one DAG per DC (each with 5 params; a DC without re-index enabled gets an
 unscheduled one), so its cost grows with every DC. The target is 1.75x the trivial DAG per file, and the
 *cost of each added re-index DC* row parses the same file against the example topology reduced or grown

@@ -47,7 +47,16 @@ DEFAULT_SIM_BASE_PORT = 18801
 DEFAULT_NOTIFY_PORT = 18799
 NOTIFICATIONS_FILE = "notifications.jsonl"
 UI_USERS = ("admin", "approver")
-# The DAGs' check_pools reads pools through the REST API as SERVICE_USER (role viewer, read-only); its
+# Where the simulated RWS reports the eServices site: GIR_SIM_SITE_REPORT=none make run shows a deployment
+# whose RWS does not report it (the run then ends "confirmed" only by the person's confirmation).
+SITE_REPORT_ENV = "GIR_SIM_SITE_REPORT"
+SITE_REPORT_HELP = {
+    "nested": "inside genesysEnvironment (GWS style; GIR_SIM_SITE_REPORT=top-level|none to change)",
+    "top-level": "at the top level of the answer",
+    "none": "not at all (only the person's confirmation can confirm a switch)",
+}
+# The DAGs' check_pools reads pools through the REST API as SERVICE_USER (role user: it reads, and the
+# failover triggers its catch-up re-index as this user); its
 # password is generated in secrets.json and written into SimpleAuthManager's passwords file.
 SIMPLE_AUTH_MANAGER_USERS = f"admin:admin,approver:admin,{SERVICE_USER}:{SIMPLE_AUTH_MANAGER_ROLE}"
 SECRET_KEYS = ("ops_password", "keystore_password", "fernet_key", "jwt_secret", "airflow_api_password")
@@ -280,6 +289,14 @@ def read_ui_passwords(airflow_home: Path) -> dict[str, str]:
     return {str(user): str(password) for user, password in data.items()}
 
 
+def simulator_site_report() -> str:
+    """Where the simulated RWS reports the eServices site (GIR_SIM_SITE_REPORT, default nested)."""
+    site_report = os.environ.get(SITE_REPORT_ENV, "nested")
+    if site_report not in SITE_REPORT_HELP:
+        raise StackError(f"{SITE_REPORT_ENV}={site_report!r}: use one of {', '.join(SITE_REPORT_HELP)}")
+    return site_report
+
+
 def banner(
     *,
     port: int,
@@ -287,6 +304,7 @@ def banner(
     simulators: Mapping[str, str],
     paths: StackPaths,
     db_description: str,
+    site_report: str = "nested",
 ) -> str:
     width = max(len(user) for user in UI_USERS)
     logins = [
@@ -305,6 +323,12 @@ def banner(
         f"    (from {paths.airflow_home / 'simple_auth_manager_passwords.json.generated'})",
         "  Simulated RWS:",
         *[f"    {site:<6} {url}" for site, url in simulators.items()],
+        f"    GET genesys-environments/{{id}} reports eServicesSite: {SITE_REPORT_HELP[site_report]}",
+        "",
+        "  eServices failover (gir_eservices_failover): trigger as admin with target_site DC2 and the",
+        "    scenario (interaction-server-down | data-center-lost); approve as approver under Required",
+        "    Actions; after the switch, confirm it there too (confirm_switch: the scenario's follow-ups as a",
+        "    checklist). Switching back to DC1 then triggers one catch-up run of gir_es_reindex_dc1.",
         "",
         f"  Metadata DB       {db_description}",
         f"  Demo data         {paths.data}   (GIR_DATA_DIR)",
@@ -643,7 +667,17 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
     port_args = [arg for site, p in ports.items() for arg in ("--port", f"{site}={p}")]
     children.start(
         "simulator",
-        [str(python), "-m", "include.gir_sim", "serve", "--topology", str(topology), *port_args],
+        [
+            str(python),
+            "-m",
+            "include.gir_sim",
+            "serve",
+            "--topology",
+            str(topology),
+            "--site-report",
+            simulator_site_report(),
+            *port_args,
+        ],
         gir_env,
     )
     for site, url in urls.items():
@@ -688,6 +722,7 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
             simulators=urls,
             paths=paths,
             db_description=db_description,
+            site_report=simulator_site_report(),
         ),
         flush=True,
     )

@@ -375,12 +375,31 @@ class Approver(_Strict):
     name: str | None = None
 
 
+_SITE_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*){0,7}")
+
+
+def _check_site_field(value: str | None) -> str | None:
+    if value is not None and not _SITE_FIELD.fullmatch(value):
+        raise ValueError(
+            f"site_field {value!r} is not a dotted path of JSON keys; fix: name where GET "
+            ".../genesys-environments/{id} reports the site, e.g. genesysEnvironment.eServicesSite or "
+            "eServicesSite (keys of letters, digits, '_' or '-', joined by '.'), or leave it out to look at "
+            "the top level and inside the nested resource"
+        )
+    return value
+
+
 class FailoverSettings(_Strict):
     approvers: list[Approver] = Field(min_length=1)
     response_timeout_minutes: int = Field(default=30, ge=1)
     dr_monitoring_delay_seconds: int = Field(default=30, ge=0)
     verify_margin_seconds: int = Field(default=30, ge=0)
     audit_log: StorageUrl
+    # Where RWS reports the eServices site in GET .../genesys-environments/{id} (dotted); None: the top
+    # level, else inside the single nested resource object. The guide documents no read-back.
+    site_field: Annotated[str | None, AfterValidator(_check_site_field)] = None
+    # How long the on-call has to confirm the switch (and its follow-ups) after it was sent.
+    confirm_timeout_minutes: int = Field(default=30, ge=1)
 
 
 class KeystoreReplicationSettings(_Strict):

@@ -147,6 +147,7 @@ TOPOLOGY_OVERRIDES: dict[str, Any] = {
             {"id": "admin", "name": "Admin"},
         ],
         "response_timeout_minutes": 10,
+        "confirm_timeout_minutes": 10,
         "dr_monitoring_delay_seconds": 2,
         "verify_margin_seconds": 20,
     },
@@ -907,12 +908,13 @@ class AirflowApi:
         chosen_options: Sequence[str],
         *,
         map_index: int = -1,
+        params_input: dict[str, Any] | None = None,
         expect: Iterable[int] = (200,),
     ) -> Any:
         return self.request(
             "PATCH",
             f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
-            json={"chosen_options": list(chosen_options), "params_input": {}},
+            json={"chosen_options": list(chosen_options), "params_input": params_input or {}},
             expect=expect,
         )
 
