@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from include.gir_ops.keystore.reference import choose_reference, reported_site
+from include.gir_ops.keystore.reference import choose_reference
 from include.gir_sim.demo_data import generate_index_backups, generate_keystores, local_path
 from tests.conftest import SimulatedGir
 
@@ -202,13 +202,26 @@ def _xcom(dag_run: Any, task_id: str) -> dict[str, Any]:
 # --- the reference choice, unit ---------------------------------------------------------------------------
 
 
-def test_the_site_is_read_at_the_top_level_or_inside_the_single_resource() -> None:
-    assert reported_site({"statusCode": 0, "eServicesSite": "DC2"}) == "DC2"
+def test_the_reference_choice_and_the_readiness_probe_read_the_site_as_the_failover_does(
+    gir_factory: Any,
+) -> None:
+    """One read-back for all (rws.eservices_site_of): with failover.site_field set, only that path counts."""
+    from include.gir_ops.keystore.reference import current_eservices_site
+    from include.gir_ops.readiness.probe import probe_rws
+
+    field = "genesysEnvironment.eServicesSite"
+    gir = gir_factory({"failover": {"site_field": field}})
+    primary = gir.topology.site(gir.topology.primary_site)
+    assert probe_rws(primary, field).eservices_site == primary.site  # GWS's nested answer
     assert (
-        reported_site({"statusCode": 0, "genesysEnvironment": {"id": "e", "eServicesSite": "DC3"}}) == "DC3"
+        current_eservices_site(gir.topology)[1] == f"RWS {primary.site} reports eServicesSite {primary.site}"
     )
-    assert reported_site({"statusCode": 0, "genesysEnvironment": {"id": "e"}}) is None
-    assert reported_site(["DC2"]) is None
+
+    gir.configure_environment(site_format="top-level")  # RWS no longer answers at that path
+    assert probe_rws(primary, field).eservices_site is None
+    assert probe_rws(primary, None).eservices_site == primary.site
+    site, reason = current_eservices_site(gir.topology)  # the simulated RWS nodes share one answer form
+    assert site is None and "DC1: no eServicesSite in its answer" in reason, reason
 
 
 def test_the_reference_follows_the_current_site_keeps_a_configured_one_there_and_checks_the_param() -> None:

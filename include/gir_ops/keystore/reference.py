@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from include.gir_ops.topology import Topology
@@ -29,28 +29,13 @@ class ReferenceChoice:
     reason: str
 
 
-def reported_site(body: Any) -> str | None:
-    """``eServicesSite`` at the top of a GWS answer or inside its single resource object (GWS nests one
-    resource under its name: ``{"statusCode": 0, "genesysEnvironment": {...}}``)."""
-    if not isinstance(body, dict):
-        return None
-    value = body.get(SITE_FIELD)
-    if isinstance(value, str) and value:
-        return value
-    for nested in body.values():
-        if isinstance(nested, dict):
-            value = nested.get(SITE_FIELD)
-            if isinstance(value, str) and value:
-                return value
-    return None
-
-
 def current_eservices_site(topology: Topology) -> tuple[str | None, str]:
     """The site whose Interaction Server RWS uses now, asked of each DC's RWS in turn (GETs only, one
     attempt each, short timeouts: a lost DC costs seconds); (None, what was tried) when none reports it."""
-    from include.gir_ops.rws import RetryPolicy, RwsClient, RwsError
+    from include.gir_ops.rws import RetryPolicy, RwsClient, RwsError, eservices_site_of
 
     once = RetryPolicy(attempts=1)
+    site_field = topology.failover.site_field if topology.failover else None
     tried: list[str] = []
     for dc in topology.data_centers:
         try:
@@ -59,7 +44,7 @@ def current_eservices_site(topology: Topology) -> tuple[str | None, str]:
                 if len(ids) != 1:
                     tried.append(f"{dc.site}: lists {len(ids)} environments")
                     continue
-                site = reported_site(client.genesys_environment(ids[0], policy=once).body)
+                site = eservices_site_of(client.genesys_environment(ids[0], policy=once).body, site_field)
         except RwsError as exc:
             tried.append(f"{dc.site}: {type(exc).__name__}")
             continue

@@ -83,7 +83,8 @@ def create_app(probes: ProbeCache | None = None) -> FastAPI:
         now = datetime.now(UTC)
         with create_session() as session:
             inputs = collect(session, topology, now)
-        probed = request.app.state.probes.probe_all(topology.data_centers)
+        site_field = topology.failover.site_field if topology.failover else None
+        probed = request.app.state.probes.probe_all(topology.data_centers, site_field)
         return judge(topology, inputs, probed, now=now, base=airflow_base(request))
 
     @app.get("/", response_class=HTMLResponse)

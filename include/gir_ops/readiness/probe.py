@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -46,20 +46,12 @@ class RwsProbe:
         }
 
 
-def reported_site(body: Mapping[str, Any]) -> str | None:
-    """The eServices site in a genesys-environment body: top level, or nested under the resource's name
-    (GWS puts a single resource under its name, e.g. ``{"statusCode": 0, "genesysEnvironment": {...}}``)."""
-    candidates: list[Any] = [body.get(SITE_KEY)]
-    candidates += [value.get(SITE_KEY) for value in body.values() if isinstance(value, Mapping)]
-    for value in candidates:
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
-def probe_rws(dc: DataCenter, *, timeout: tuple[float, float] = RWS_TIMEOUT) -> RwsProbe:
-    """GET the genesys environments, then the one environment's eServices site; one try each."""
-    from include.gir_ops.rws import RetryPolicy, RwsClient, RwsError
+def probe_rws(
+    dc: DataCenter, site_field: str | None = None, *, timeout: tuple[float, float] = RWS_TIMEOUT
+) -> RwsProbe:
+    """GET the genesys environments, then the one environment's eServices site (read as the failover reads
+    it: ``rws.eservices_site_of`` with the topology's ``failover.site_field``); one try each."""
+    from include.gir_ops.rws import RetryPolicy, RwsClient, RwsError, eservices_site_of
 
     once = RetryPolicy(attempts=1)
     now = datetime.now(UTC)
@@ -68,7 +60,7 @@ def probe_rws(dc: DataCenter, *, timeout: tuple[float, float] = RWS_TIMEOUT) -> 
             _, ids = client.genesys_environments(policy=once)
             site = None
             if len(set(ids)) == 1:
-                site = reported_site(client.genesys_environment(ids[0], policy=once).body)
+                site = eservices_site_of(client.genesys_environment(ids[0], policy=once).body, site_field)
     except RwsError as exc:
         return RwsProbe(dc.site, False, None, (), _USERINFO.sub("***@", str(exc)), now)
     except Exception as exc:  # a missing connection, a bad URL: the page must still render
@@ -82,7 +74,7 @@ class ProbeCache:
 
     def __init__(
         self,
-        probe: Callable[[DataCenter], RwsProbe] = probe_rws,
+        probe: Callable[[DataCenter, str | None], RwsProbe] = probe_rws,
         *,
         ttl: float = RWS_CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
@@ -98,21 +90,21 @@ class ProbeCache:
         with self._lock:
             self._results.clear()
 
-    def _one(self, dc: DataCenter) -> RwsProbe:
+    def _one(self, dc: DataCenter, site_field: str | None) -> RwsProbe:
         with self._lock:
             site_lock = self._site_locks.setdefault(dc.site, threading.Lock())
         with site_lock:
             cached = self._results.get(dc.site)
             if cached is not None and self._clock() - cached[0] < self.ttl:
                 return replace(cached[1], cached=True)
-            result = self._probe(dc)
+            result = self._probe(dc, site_field)
             self._results[dc.site] = (self._clock(), result)
             return result
 
-    def probe_all(self, data_centers: list[DataCenter]) -> dict[str, RwsProbe]:
+    def probe_all(self, data_centers: list[DataCenter], site_field: str | None = None) -> dict[str, RwsProbe]:
         """Every DC at once; the slowest DC bounds the wait, not their sum."""
         if not data_centers:
             return {}
         with ThreadPoolExecutor(max_workers=len(data_centers), thread_name_prefix="gir-rws-probe") as pool:
-            results = list(pool.map(self._one, data_centers))
+            results = list(pool.map(lambda dc: self._one(dc, site_field), data_centers))
         return {r.site: r for r in results}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from include.gir_ops.readiness import coverage as cov
-from include.gir_ops.readiness.probe import ProbeCache, RwsProbe, reported_site
+from include.gir_ops.readiness.probe import ProbeCache, RwsProbe
 from include.gir_ops.readiness.status import Inputs, judge, standby_site
 from include.gir_ops.readiness.triggers import reindex_conf
 from include.gir_ops.topology import load_topology, parse_topology
@@ -61,7 +61,7 @@ def test_the_probe_cache_asks_once_per_site_within_the_ttl() -> None:
     asked: list[str] = []
     clock = [0.0]
 
-    def probe(dc: Any) -> RwsProbe:
+    def probe(dc: Any, site_field: str | None) -> RwsProbe:
         asked.append(dc.site)
         return RwsProbe(dc.site, True, "DC1", ("e",), None, T0)
 
@@ -74,12 +74,6 @@ def test_the_probe_cache_asks_once_per_site_within_the_ttl() -> None:
     clock[0] = 31
     cache.probe_all(topology.data_centers)
     assert len(asked) == 6
-
-
-def test_the_site_is_read_at_the_top_or_nested_under_the_resource() -> None:
-    assert reported_site({"statusCode": 0, "eServicesSite": "DC2"}) == "DC2"
-    assert reported_site({"statusCode": 0, "genesysEnvironment": {"eServicesSite": "DC1"}}) == "DC1"
-    assert reported_site({"statusCode": 0}) is None
 
 
 def answering(topology: Any, sites: dict[str, str]) -> dict[str, RwsProbe]:
