@@ -428,11 +428,17 @@ def judge(
         verdict_text, ready = f"{standby} not ready: " + "; ".join(reasons), False
     else:
         verdict_text, ready = f"{standby} ready to take over", True
+    # What no probe can see (WDE/SRS options set in advance): the failover pre-flight's own readiness items
+    # for a whole-DC loss, listed beside the verdict for the on-call to confirm, never counted as "ready".
+    from include.gir_ops.failover.checklist import readiness_items
+    from include.gir_ops.failover.spec import WHOLE_DC
+
+    manual_checks = readiness_items(topology, standby, WHOLE_DC) if standby else []
     return {
         "generated_at": now.isoformat(),
         "primary_site": topology.primary_site,
         "standby_site": standby,
-        "verdict": {"ready": ready, "text": verdict_text, "reasons": reasons},
+        "verdict": {"ready": ready, "text": verdict_text, "reasons": reasons, "manual_checks": manual_checks},
         "rws": rws,
         "keystore": keystore,
         "failover": failover,

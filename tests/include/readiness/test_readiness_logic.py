@@ -103,6 +103,7 @@ def test_the_standby_is_the_backup_destination_or_the_first_other_dc() -> None:
         "ready": False,
         "text": "no standby DC: the topology has one data center",
         "reasons": [],
+        "manual_checks": [],
     }
 
 
@@ -154,3 +155,15 @@ def test_loading_the_plugin_does_not_import_the_web_app() -> None:
         check=False,
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_the_failover_readiness_items_no_probe_can_see_are_listed_but_never_counted_as_ready() -> None:
+    """SRS peer_uri must be set in advance (guide): the page lists the failover pre-flight's item."""
+    topology = load_topology(DEFAULT_TOPOLOGY)  # DC1 and DC2 record screens
+    sites = {s: "DC1" for s in topology.sites}
+    status = judge(topology, Inputs(), answering(topology, sites), now=T0)
+    [item] = status["verdict"]["manual_checks"]
+    assert "screen-recording.htcc.peer_uri" in item and "DC2" in item
+    assert not any("peer_uri" in reason for reason in status["verdict"]["reasons"])
+    no_screens = parse_topology("primary_site: A\ndata_centers:\n  - site: A\n  - site: B\n", "inline")
+    assert judge(no_screens, Inputs(), {}, now=T0)["verdict"]["manual_checks"] == []
