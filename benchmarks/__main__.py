@@ -32,6 +32,7 @@ BENCHMARKS = (
     "reindex_overhead",
     "engine_backfill",
     "keystore_fanout",
+    "readiness_status",
 )
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
 
@@ -77,7 +78,7 @@ validated topology (the *topology import + load_topology()* row, ~0.4x) is paid 
 a bad topology must fail parsing with a clear message and the processor keeps no project
 module between parses; and the DAGs themselves: a DAG with a cron timetable, params and several tasks
 costs Airflow more to build and serialize than a one-task DAG without them (Airflow re-checks each Param
-per task while serializing). `gir_eservices_failover.py` builds 9 tasks, HITL included, with 4 params;
+per task while serializing). `gir_eservices_failover.py` builds 11 tasks, two HITL included, with 5 params;
 `gir_es_reindex.py` builds one DAG per DC (each with 5 params; a DC without re-index enabled gets an
 unscheduled one), so its cost grows with every DC. The target is 1.75x the trivial DAG per file, and the
 *cost of each added re-index DC* row parses the same file against the example topology reduced or grown
@@ -163,6 +164,18 @@ instances whose PKCS12 keystores (from `generate_keystores`) are read through an
 50 ms before opening each file, against one instance's read (`read_keystore` with the same opener, median
 of 5). Ratio = wall time / (100 x one read): 1.0 would mean no parallelism; the target is 1.5x the ideal
 ceil(100 / parallel_reads) / 100 at the DAG's default `parallel_reads`.
+
+**Readiness status** (`benchmarks/readiness_status.py`). A child process with its own AIRFLOW_HOME and a
+migrated SQLite DB gets a year of history inserted in bulk (for this benchmark only; the readiness tests
+use real DAG runs): 365 runs per scheduled DAG per DC (the re-index DAGs of DC2 and DC3, the backup
+shipping, the keystore check once per DC) with their task instances, 50 contact centers per re-indexing DC
+(DC2 both kinds, DC3 recordings only) and the return value of every mapped `send`, an Asset event per
+keystore check and per shipped backup, and weekly failover drills with their audit record. Then
+`GET /gir-readiness/api/status` is asked through Airflow's API app (the plugin mounted as the API server
+mounts it, a JWT in the header) 60 times after 3 warm-up requests; the RWS probes answer from a stub (the
+live probe is a separate, cached cost: one short GET per DC at most every 30 s). Ratio = p95 / 300 ms,
+the issue's budget. The figures also give Airflow's own `GET /api/v2/dags/~/dagRuns?limit=100` on the same
+database, measured the same way, for scale.
 """
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from include.gir_ops import shared
+from include.gir_ops import notifications, shared
 from include.gir_ops.pools import check_pools
 from include.gir_ops.reindex import spec
 from include.gir_ops.reindex.timetable import ManualAndBackfillOnlyTimetable
@@ -132,13 +132,17 @@ def build_reindex_dag(dc: DataCenter) -> DAG:
         is_paused_upon_creation=shared.paused_upon_creation(),
         max_active_runs=1,
         tags=["gir", "elasticsearch", "reindex", dc.site, *([] if dc.reindex.enabled else ["manual-only"])],
-        default_args={
-            "owner": "gir-ops",
-            "retries": 2,
-            "retry_delay": timedelta(minutes=5),
-            "pool": dc.rws_pool,
-            "pool_slots": 1,
-        },
+        **notifications.dag_kwargs(
+            TOPOLOGY,
+            spec.dag_id(dc),
+            default_args={
+                "owner": "gir-ops",
+                "retries": 2,
+                "retry_delay": timedelta(minutes=5),
+                "pool": dc.rws_pool,
+                "pool_slots": 1,
+            },
+        ),
         params=spec.trigger_params(dc),
         doc_md=doc_md(dc),
         description=(

@@ -17,9 +17,13 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator  # noqa: 
 from airflow.sdk import chain, dag, task
 from airflow.triggers.base import BaseTrigger  # noqa: F401
 
-from include.gir_ops import shared
+from include.gir_ops import notifications, shared
 from include.gir_ops.failover import spec
-from include.gir_ops.failover.operators import FailoverApprovalOperator, VerifyEServicesSiteOperator
+from include.gir_ops.failover.operators import (
+    ConfirmSwitchOperator,
+    FailoverApprovalOperator,
+    VerifyEServicesSiteOperator,
+)
 from include.gir_ops.pools import check_pools
 from include.gir_ops.topology import load_topology
 
@@ -35,10 +39,12 @@ approved by a second person, verified and audited. **Switching back is the same 
 `target_site` = `{TOPOLOGY.primary_site}` (the primary).
 
 **To run it:** Trigger DAG → fill `target_site` ({", ".join(TOPOLOGY.sites)}), `reason` (10+ characters),
-optionally `change_ticket` and `dry_run` → Trigger. Then **another** approver (`failover.approvers`, listed
-on the `approve_failover` task) opens *Required Actions* (or this run's `approve_failover` task) and
-chooses *Approve* or *Reject*. The user who triggered cannot approve (two-person rule); no answer within
-`failover.response_timeout_minutes` counts as a rejection.
+the `scenario` (`{spec.INTERACTION_SERVER_ONLY}`: only the Interaction Server is down, or `{spec.WHOLE_DC}`:
+the whole DC is lost; SRS redirection, SpeechMiner promotion and moving the recording processing are
+whole-DC follow-ups only), optionally `change_ticket` and `dry_run` → Trigger. Then **another** approver
+(`failover.approvers`, listed on the `approve_failover` task) opens *Required Actions* (or this run's
+`approve_failover` task) and chooses *Approve* or *Reject*. The user who triggered cannot approve
+(two-person rule); no answer within `failover.response_timeout_minutes` counts as a rejection.
 Only that answer, as Airflow records it for this run, authorizes the one POST (never XComs or task
 states), and only once. Trigger from the UI or the REST API as yourself: a CLI-triggered run can do a
 pre-flight or a dry run, never a switch.
@@ -48,12 +54,18 @@ Steps: `check_pools` (the switch's pool exists, or the run stops before anyone i
 SpeechMiner backup, as warnings) → `approval_needed` (skips everything when the target is already
 current) → `approve_failover` → `recheck` (two-person rule, site unchanged?) →
 `switch_eservices_site` (ONE POST, never retried) → `verify_switch` (deferred, GETs only, up to
-`failover.dr_monitoring_delay_seconds` + `verify_margin_seconds`) → `audit` (always; one JSON file under
-`failover.audit_log`) → `outcome` (the verdict, the manual follow-ups and the switch-back command).
+`failover.dr_monitoring_delay_seconds` + `verify_margin_seconds`; the site is read at
+`failover.site_field`, else at the top level or inside the nested resource) → `confirm_switch` (a person
+confirms under *Required Actions* that agents reach the target, and answers the scenario's follow-ups
+checklist; no worker slot while waiting, `failover.confirm_timeout_minutes`) → `catch_up_reindex` (after a
+switch back to the primary: ONE run of the primary's re-index DAG for the outage window) → `audit`
+(always; one JSON file under `failover.audit_log`) → `outcome` (the verdict, the checklist with its
+answers, the catch-up run and the switch-back command).
 
-**Read the `outcome` task:** it fails the run unless the outcome is verified, already-current
-(also when the target became current while waiting) or dry-run. `unverified` means RWS accepted the
-switch but does not report its site: check by hand, do not trigger again blindly.
+**Read the `outcome` task:** it fails the run unless the outcome is verified (RWS reports the target),
+confirmed (RWS did not report it, a person confirmed it), already-current (also when the target became
+current while waiting) or dry-run. `unverified` means RWS accepted the switch but neither RWS nor a person
+confirmed it in time: check by hand (the outcome says how), do not trigger again blindly.
 Full procedure: docs/gir_eservices_failover.md.
 **During an incident: follow the one-page runbook docs/runbook-failover.md.**
 """
@@ -68,7 +80,11 @@ Full procedure: docs/gir_eservices_failover.md.
     # A failover DAG that is paused when it is needed is a trap; the approval gate guards every run.
     is_paused_upon_creation=False,
     tags=["gir", "eservices", "failover", "hitl"],
-    default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(seconds=15)},
+    **notifications.dag_kwargs(
+        TOPOLOGY,
+        spec.DAG_ID,
+        default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(seconds=15)},
+    ),
     params=spec.trigger_params(TOPOLOGY),
     doc_md=DOC_MD,
 )
@@ -107,6 +123,7 @@ def gir_eservices_failover() -> None:
         # timeout from a rejection; a Reject skips the downstream steps instead of failing this task.
         defaults=spec.REJECT,
         fail_on_reject=False,
+        notifiers=notifications.approval_notifiers(TOPOLOGY, record_task_id=spec.PREFLIGHT),
         retries=0,
         doc_md="The provider's ApprovalOperator, recording the answer. Never retried: a retry would ask "
         "the approvers again after they answered. Waits in awaiting_input without a worker slot; the "
@@ -149,11 +166,43 @@ def gir_eservices_failover() -> None:
         rws_nodes=spec.rws_nodes(TOPOLOGY),
         dr_monitoring_delay_seconds=settings.dr_monitoring_delay_seconds,
         verify_margin_seconds=settings.verify_margin_seconds,
+        site_field=settings.site_field,
         retry_delay=timedelta(seconds=10),
         doc_md="Deferred: the triggerer polls GET genesys-environments/{id} on every RWS (no POST, safe to "
         "repeat) until all that answer report the target, or the delay plus margin "
         f"({settings.dr_monitoring_delay_seconds + settings.verify_margin_seconds}s) has passed.",
     )
+
+    confirm = ConfirmSwitchOperator(
+        task_id=spec.CONFIRM,
+        switch_task_id=spec.SWITCH,
+        verify_task_id=spec.VERIFY,
+        assigned_users=spec.assigned_approvers(TOPOLOGY),
+        response_timeout=timedelta(minutes=settings.confirm_timeout_minutes),
+        trigger_rule="all_done",
+        retries=0,
+        doc_md="Step 4 of the guide, by a person: asked whenever a switch POST reached RWS (skipped "
+        "otherwise). The on-call checks WDE (and RWS where it reports the site) and answers Confirmed or "
+        "Not confirmed, with done / not done / not applicable per follow-up of the run's scenario. Waits "
+        "in awaiting_input without a worker slot; no answer within "
+        f"{settings.confirm_timeout_minutes} min = Not confirmed. Never retried: a retry would ask again "
+        "after someone answered. The answer counts as Airflow records it (read via the REST API), never "
+        "from XCom.",
+    )
+
+    @task(
+        task_id=spec.CATCH_UP,
+        trigger_rule="all_done",
+        retry_delay=timedelta(seconds=10),
+        doc_md="After a switch back to the primary that ended verified or confirmed: ONE run of the "
+        "primary's re-index DAG for the outage (from the failover's switch in the audit log to the "
+        "switch-back, whole hours), with a run id derived from this run's, so a retry or a clear gets "
+        "HTTP 409 and triggers nothing more. Otherwise it does nothing.",
+    )
+    def catch_up_reindex(**context: Any) -> dict[str, Any]:
+        from include.gir_ops.failover.catchup import run_catch_up
+
+        return run_catch_up(context)
 
     @task(
         task_id=spec.AUDIT,
@@ -172,7 +221,8 @@ def gir_eservices_failover() -> None:
         trigger_rule="all_done",
         retries=0,
         doc_md="The verdict. Never retried: it only reads what the run recorded and fails the run unless "
-        "the outcome is verified, already-current or dry-run; lists the follow-ups.",
+        "the outcome is verified, confirmed, already-current or dry-run (or a due catch-up re-index was "
+        "not triggered); lists the scenario's follow-ups with their answers and the catch-up run.",
     )
     def outcome(**context: Any) -> None:
         from include.gir_ops.failover.audit import run_outcome
@@ -187,6 +237,8 @@ def gir_eservices_failover() -> None:
         recheck(),
         switch_eservices_site(),
         verify,
+        confirm,
+        catch_up_reindex(),
         audit(),
         outcome(),
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from include.gir_ops import shared
+from include.gir_ops import notifications, shared
 from include.gir_ops.keystore import spec
 from include.gir_ops.topology import load_topology
 
@@ -93,7 +93,11 @@ same answer and only delay the alert. Re-run the DAG after fixing the keystores 
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=50),
     tags=["gir", "rcs", "keystore"],
-    default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    **notifications.dag_kwargs(
+        TOPOLOGY,
+        spec.DAG_ID,
+        default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    ),
     params=spec.trigger_params(TOPOLOGY),
     doc_md=DOC_MD,
 )

@@ -13,7 +13,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import chain, dag, task
 
-from include.gir_ops import shared
+from include.gir_ops import notifications, shared
 from include.gir_ops.keystore import spec
 from include.gir_ops.topology import load_topology
 
@@ -53,7 +53,12 @@ instances to restart). Full procedure: docs/gir_rcs_keystore_replicate.md.
     # Manual runs only, each guarded by pre-flight and a second person's approval: paused is only a trap.
     is_paused_upon_creation=False,
     tags=["gir", "rcs", "keystore", "hitl"],
-    default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(seconds=15)},
+    **notifications.dag_kwargs(
+        TOPOLOGY,
+        spec.REPLICATE_DAG_ID,
+        default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(seconds=15)},
+        verdict_task=spec.OUTCOME,
+    ),
     params=spec.replicate_params(TOPOLOGY),
     doc_md=DOC_MD,
 )
@@ -93,6 +98,7 @@ def gir_rcs_keystore_replicate() -> None:
         response_timeout=timedelta(minutes=settings.response_timeout_minutes),
         defaults=spec.REJECT,
         fail_on_reject=False,
+        notifiers=notifications.approval_notifiers(TOPOLOGY, record_task_id=spec.PREFLIGHT),
         retries=0,
         doc_md="The provider's ApprovalOperator. Never retried. What authorizes the copy is Airflow's own "
         f"record of the answer, checked by `{spec.REPLICATE}`. Approvers: "

@@ -19,7 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException
 # airflow modules a DAG file names; include.gir_ops.backup.triggers imports it too).
 from airflow.triggers.base import BaseTrigger  # noqa: F401
 
-from include.gir_ops import shared
+from include.gir_ops import notifications, shared
 from include.gir_ops.backup import spec
 from include.gir_ops.backup.sensors import SpeechMinerBackupSensor
 from include.gir_ops.topology import ShippingSettings, load_topology
@@ -180,7 +180,11 @@ def build_backup_ship_dag(shipping: ShippingSettings) -> DAG:
         is_paused_upon_creation=shared.paused_upon_creation(),
         max_active_runs=1,
         tags=["gir", "speechminer", "backup", f"site:{shipping.from_site}", f"site:{shipping.to_site}"],
-        default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(minutes=5)},
+        **notifications.dag_kwargs(
+            TOPOLOGY,
+            spec.DAG_ID,
+            default_args={"owner": "gir-ops", "retries": 2, "retry_delay": timedelta(minutes=5)},
+        ),
         doc_md=_doc_md(shipping, source_root, source.timezone),
     )
     def gir_speechminer_backup_ship() -> None:

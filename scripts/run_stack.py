@@ -5,9 +5,13 @@ and ``airflow standalone``. All state lives under ``<repo>/.local`` (git-ignored
 and every step is idempotent, so running it again reuses the database, the demo data and the passwords.
 Ctrl-C (or SIGTERM) stops the children, then the embedded PostgreSQL, and exits 0.
 
-Environment knobs: GIR_UI_PORT (8080), GIR_SIM_BASE_PORT (18801, one port per DC in topology order),
-GIR_TOPOLOGY (the bundled topology), GIR_METADATA_DB_URL (an existing PostgreSQL database instead of the
-embedded one).
+Notifications (the topology's ``notifications`` section) go to a local receiver that stands in for the
+on-call's channel: Apprise ``json://127.0.0.1:GIR_NOTIFY_PORT`` posts there, and every message is
+appended to ``.local/data/notifications.jsonl`` and logged in ``.local/logs/notify-receiver.log``.
+
+Environment knobs: GIR_UI_PORT (8080), GIR_NOTIFY_PORT (18799), GIR_SIM_BASE_PORT (18801, one port per DC
+in topology order), GIR_TOPOLOGY (the bundled topology), GIR_METADATA_DB_URL (an existing PostgreSQL
+database instead of the embedded one).
 """
 
 from __future__ import annotations
@@ -40,8 +44,19 @@ REPO = Path(__file__).resolve().parent.parent
 
 DEFAULT_UI_PORT = 8080
 DEFAULT_SIM_BASE_PORT = 18801
+DEFAULT_NOTIFY_PORT = 18799
+NOTIFICATIONS_FILE = "notifications.jsonl"
 UI_USERS = ("admin", "approver")
-# The DAGs' check_pools reads pools through the REST API as SERVICE_USER (role viewer, read-only); its
+# Where the simulated RWS reports the eServices site: GIR_SIM_SITE_REPORT=none make run shows a deployment
+# whose RWS does not report it (the run then ends "confirmed" only by the person's confirmation).
+SITE_REPORT_ENV = "GIR_SIM_SITE_REPORT"
+SITE_REPORT_HELP = {
+    "nested": "inside genesysEnvironment (GWS style; GIR_SIM_SITE_REPORT=top-level|none to change)",
+    "top-level": "at the top level of the answer",
+    "none": "not at all (only the person's confirmation can confirm a switch)",
+}
+# The DAGs' check_pools reads pools through the REST API as SERVICE_USER (role user: it reads, and the
+# failover triggers its catch-up re-index as this user); its
 # password is generated in secrets.json and written into SimpleAuthManager's passwords file.
 SIMPLE_AUTH_MANAGER_USERS = f"admin:admin,approver:admin,{SERVICE_USER}:{SIMPLE_AUTH_MANAGER_ROLE}"
 SECRET_KEYS = ("ops_password", "keystore_password", "fernet_key", "jwt_secret", "airflow_api_password")
@@ -245,6 +260,21 @@ def with_gir_secrets(env: Mapping[str, str], stack_secrets: Mapping[str, str]) -
     }
 
 
+def notification_env(topology: Path, notify_port: int, ui_port_: int) -> dict[str, str]:
+    """The Apprise connection(s) the topology's notifications name, all to the local receiver, and the
+    base URL the messages' links use. Nothing when the topology has no notifications section."""
+    settings = load_topology(topology).notifications
+    if settings is None:
+        return {}
+    config = {"conn_type": "apprise", "extra": {"config": {"path": f"json://127.0.0.1:{notify_port}/notify"}}}
+    from include.gir_ops.notifications import EVENTS
+
+    conn_ids = {settings.conn_id} | {getattr(settings, e).conn_id or settings.conn_id for e in EVENTS}
+    env = {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(config) for conn_id in sorted(conn_ids)}
+    env["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{ui_port_}"
+    return env
+
+
 def rws_urls(ports: Mapping[str, int]) -> dict[str, str]:
     return {site: f"http://127.0.0.1:{port}" for site, port in ports.items()}
 
@@ -259,6 +289,14 @@ def read_ui_passwords(airflow_home: Path) -> dict[str, str]:
     return {str(user): str(password) for user, password in data.items()}
 
 
+def simulator_site_report() -> str:
+    """Where the simulated RWS reports the eServices site (GIR_SIM_SITE_REPORT, default nested)."""
+    site_report = os.environ.get(SITE_REPORT_ENV, "nested")
+    if site_report not in SITE_REPORT_HELP:
+        raise StackError(f"{SITE_REPORT_ENV}={site_report!r}: use one of {', '.join(SITE_REPORT_HELP)}")
+    return site_report
+
+
 def banner(
     *,
     port: int,
@@ -266,6 +304,7 @@ def banner(
     simulators: Mapping[str, str],
     paths: StackPaths,
     db_description: str,
+    site_report: str = "nested",
 ) -> str:
     width = max(len(user) for user in UI_USERS)
     logins = [
@@ -277,14 +316,23 @@ def banner(
         "gir-ops stack is up",
         "",
         f"  Airflow UI        http://127.0.0.1:{port}/",
+        f"  GIR readiness     http://127.0.0.1:{port}/gir-readiness/  (in the UI navigation; "
+        "api/status, metrics)",
         "  Logins (local demo users; trigger failover as admin, approve as approver):",
         *logins,
         f"    (from {paths.airflow_home / 'simple_auth_manager_passwords.json.generated'})",
         "  Simulated RWS:",
         *[f"    {site:<6} {url}" for site, url in simulators.items()],
+        f"    GET genesys-environments/{{id}} reports eServicesSite: {SITE_REPORT_HELP[site_report]}",
+        "",
+        "  eServices failover (gir_eservices_failover): trigger as admin with target_site DC2 and the",
+        "    scenario (interaction-server-down | data-center-lost); approve as approver under Required",
+        "    Actions; after the switch, confirm it there too (confirm_switch: the scenario's follow-ups as a",
+        "    checklist). Switching back to DC1 then triggers one catch-up run of gir_es_reindex_dc1.",
         "",
         f"  Metadata DB       {db_description}",
         f"  Demo data         {paths.data}   (GIR_DATA_DIR)",
+        f"  Notifications     {paths.data / NOTIFICATIONS_FILE}   (what the on-call would get)",
         f"  Stack logs        {paths.logs}",
         f"  Task logs         {paths.airflow_home / 'logs'}",
         f"  AIRFLOW_HOME      {paths.airflow_home}",
@@ -552,7 +600,14 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
     topology = topology_file(environ, paths.repo)
     port = ui_port(environ)
     ports = sim_ports(_sites(topology), environ)
-    check_ports_free({"Airflow UI": port, **{f"simulator {site}": p for site, p in ports.items()}})
+    notify_port = _port_from_env(environ, "GIR_NOTIFY_PORT", DEFAULT_NOTIFY_PORT)
+    check_ports_free(
+        {
+            "Airflow UI": port,
+            "notification receiver": notify_port,
+            **{f"simulator {site}": p for site, p in ports.items()},
+        }
+    )
 
     paths.create()
     stack_secrets = load_or_create_secrets(paths.secrets)
@@ -576,6 +631,7 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
         topology=topology,
         python=python,
     )
+    env.update({k: v for k, v in notification_env(topology, notify_port, port).items() if k not in environ})
     gir_env = with_gir_secrets(env, stack_secrets)
     urls = rws_urls(ports)
 
@@ -611,13 +667,37 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
     port_args = [arg for site, p in ports.items() for arg in ("--port", f"{site}={p}")]
     children.start(
         "simulator",
-        [str(python), "-m", "include.gir_sim", "serve", "--topology", str(topology), *port_args],
+        [
+            str(python),
+            "-m",
+            "include.gir_sim",
+            "serve",
+            "--topology",
+            str(topology),
+            "--site-report",
+            simulator_site_report(),
+            *port_args,
+        ],
         gir_env,
     )
     for site, url in urls.items():
         wait_until(
             f"simulator {site}", lambda url=url: http_ok(f"{url}/_sim/health"), timeout=60, children=children
         )
+    print(f"--> starting the notification receiver on 127.0.0.1:{notify_port}", flush=True)
+    children.start(
+        "notify-receiver",
+        [
+            str(python),
+            "-m",
+            "include.gir_sim.notify_receiver",
+            "--port",
+            str(notify_port),
+            "--out",
+            str(paths.data / NOTIFICATIONS_FILE),
+        ],
+        env,
+    )
     children.run("airflow dags reserialize", [airflow, "dags", "reserialize"], env)
     print("--> starting airflow standalone (scheduler, dag-processor, triggerer, api-server)", flush=True)
     children.start(
@@ -642,6 +722,7 @@ def run(environ: Mapping[str, str], paths: StackPaths, children: Children) -> No
             simulators=urls,
             paths=paths,
             db_description=db_description,
+            site_report=simulator_site_report(),
         ),
         flush=True,
     )

@@ -47,7 +47,7 @@ class AirflowApiServer:
 
 @contextlib.contextmanager
 def serve_airflow_api(startup_timeout: float = 60.0) -> Iterator[AirflowApiServer]:
-    """Serve the API until the block ends; the service user (role viewer) added to SimpleAuthManager.
+    """Serve the API until the block ends; the service user (role user) added to SimpleAuthManager.
 
     Its password is the one already in SimpleAuthManager's passwords file (processes sharing one
     AIRFLOW_HOME, e.g. a benchmark child of a test session, then agree), or a new one written there

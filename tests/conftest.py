@@ -241,6 +241,30 @@ def airflow_api(airflow_api_server: AirflowApiServer, monkeypatch: pytest.Monkey
 # --- DAG loading -------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _dag_test_without_deadline_alerts() -> Iterator[None]:
+    """dag.test() of a DAG with Deadline Alerts crashes when the run succeeds on Airflow 3.3.2 (its
+    in-memory serialized DAG holds the alerts encoded where the success path expects their ids:
+    AttributeError 'dict' object has no attribute 'hex'). dag.test() never creates a deadline (its run is
+    never queued), so the DAG runs without its alerts here; `airflow dags test` leaves them out the same
+    way (include.gir_ops.notifications.under_dags_test). The alerts are tested through the scheduler's
+    own code in tests/include/notifications/test_notification_deadlines.py."""
+    from airflow.sdk.definitions.dag import DAG
+
+    original = DAG.test
+
+    def test_without_deadline(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kept, self.deadline = self.deadline, None
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            self.deadline = kept
+
+    DAG.test = test_without_deadline  # type: ignore[method-assign]
+    yield
+    DAG.test = original  # type: ignore[method-assign]
+
+
 def parse_dags(dag_file: Path | None = None) -> Any:
     """Parse DAG files as the dag-processor does, with the current GIR_TOPOLOGY."""
     from airflow.dag_processing.dagbag import DagBag

@@ -1,13 +1,15 @@
-"""A small, read-only client of Airflow's own public REST API, for what a task cannot ask any other way.
+"""A small client of Airflow's own public REST API, for what a task cannot ask any other way.
 
 Task code in Airflow 3 may not use the ORM, and the Execution API a task talks to has no pool lookup (nor
 a lookup of another task's Human-in-the-loop answer), so a task that needs those asks the public REST API
 like any other client, with a JWT from ``POST /auth/token`` (SimpleAuthManager and FAB both serve it):
-``check_pools`` (``GET /api/v2/pools/{name}``) and the failover's steps (a DAG run, a HITL detail).
+``check_pools`` (``GET /api/v2/pools/{name}``) and the failover's steps (a DAG run, a HITL detail, and
+one write: the catch-up re-index run after a switch-back, with a run id of its own choosing).
 
 Built on the HTTP provider's ``HttpHook``, as the RWS client is: the API server's base URL and a service
-user come from the Airflow connection ``gir_airflow_api``, never from code. The user only reads
-(SimpleAuthManager role ``viewer``, FAB role ``Viewer``: pools, DAG runs and HITL details). The password
+user come from the Airflow connection ``gir_airflow_api``, never from code. The user reads pools, DAG runs
+and HITL details, and triggers that one run (SimpleAuthManager role ``user``, FAB role ``User``: the least
+that may create a DAG run; nothing that authorizes a switch rests on what such a user can write). The password
 goes out once, in the token request body; neither it nor the token is ever logged, returned or put in an
 error message.
 
@@ -32,11 +34,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AIRFLOW_API_CONN_ID = "gir_airflow_api"
-# The service user the project's stacks create for the pool check, and the least privileged role that may
-# read pools in each auth manager.
+# The service user the project's stacks create for the pool check and the failover's reads, and the least
+# privileged role in each auth manager that may read pools, runs and HITL answers AND trigger a DAG run
+# (the failover's one catch-up re-index run after a switch-back). It is never an approver: an answer to
+# a HITL request needs a user the request names (failover.approvers).
 SERVICE_USER = "gir_pools_reader"
-SIMPLE_AUTH_MANAGER_ROLE = "viewer"
-FAB_ROLE = "Viewer"
+SIMPLE_AUTH_MANAGER_ROLE = "user"
+FAB_ROLE = "User"
 TOKEN_PATH = "/auth/token"  # noqa: S105 - a URL path, not a token
 POOLS_PATH = "/api/v2/pools"
 
@@ -288,6 +292,53 @@ class AirflowApiClient:
         answer as Airflow recorded them, or None when that task instance has none."""
         path = f"{_run_path(dag_id, run_id)}/taskInstances/{quote(task_id, safe='')}/{map_index}/hitlDetails"
         return self.get(path, what=f"the approval of {task_id} in {dag_id} {run_id}", reads="DAG runs")
+
+    def dag(self, dag_id: str) -> dict[str, Any] | None:
+        """GET /api/v2/dags/{dag_id} (``is_paused`` and the rest), or None when there is no such DAG."""
+        return self.get(f"/api/v2/dags/{quote(dag_id, safe='')}", what=f"DAG {dag_id}", reads="DAGs")
+
+    def trigger_dag_run(
+        self, dag_id: str, run_id: str, conf: dict[str, Any], *, note: str | None = None
+    ) -> tuple[bool, dict[str, Any]]:
+        """POST /api/v2/dags/{dag_id}/dagRuns with a run_id chosen by the caller: exactly one run per id.
+
+        Returns (True, the new run) when it was created, (False, the existing run) when Airflow answers 409
+        because a run with this id exists already (a retry, or a cleared task that runs again). The one
+        call of this client that writes: its user needs permission to trigger DAG runs (SimpleAuthManager
+        role user, FAB role User).
+        """
+        hook, session = self._connect()
+        path = f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns"
+        body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        if note:
+            body["note"] = note
+        what = f"a run {run_id!r} of {dag_id}"
+        response = self._send(hook, session, "POST", path, what=what, json_body=body)
+        status = response.status_code
+        if status in (200, 201):
+            return True, _json(response)
+        if status == 409:
+            return False, self.dag_run(dag_id, run_id)
+        if status == 404:
+            raise AirflowApiError(
+                f"the Airflow API has no DAG {dag_id!r} to trigger (HTTP 404): is its DAG file deployed and "
+                "parsed, and its topology section enabled?",
+                http_status=status,
+            )
+        if status in (401, 403):
+            raise AirflowApiAuthError(
+                f"user {self._login!r} of connection {self.conn_id!r} may not trigger {dag_id} "
+                f"(HTTP {status}); give it SimpleAuthManager role {SIMPLE_AUTH_MANAGER_ROLE} or FAB role "
+                f"{FAB_ROLE}",
+                http_status=status,
+            )
+        detail = _json(response).get("detail")
+        raise AirflowApiError(
+            f"the Airflow API answered HTTP {status} to triggering {what}"
+            + (f": {str(detail)[:500]}" if detail else ""),
+            retryable=status >= 500,
+            http_status=status,
+        )
 
 
 def _run_path(dag_id: str, run_id: str) -> str:

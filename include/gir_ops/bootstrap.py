@@ -12,7 +12,7 @@ environment, never from the command line (visible in the process list), and are 
 The DAGs check their pools through Airflow's REST API (``include.gir_ops.pools``), as a service user that
 may read pools, through the connection ``gir_airflow_api``. ``airflow-api`` stores that connection;
 ``airflow-api-user`` creates its user in the auth manager (SimpleAuthManager: its passwords file; FAB:
-``airflow users create --role Viewer``, the password on stdin).
+``airflow users create --role User``, the password on stdin).
 
     python -m include.gir_ops.bootstrap pools [--topology FILE]
     python -m include.gir_ops.bootstrap demo --rws DC1=http://127.0.0.1:18801 --rws DC2=... [--topology FILE]
@@ -412,9 +412,9 @@ def _auth_manager() -> str:
 def ensure_airflow_api_user(conn_id: str = AIRFLOW_API_CONN_ID) -> Change:
     """Create the user of connection ``conn_id`` in the configured auth manager, with read access to pools.
 
-    SimpleAuthManager: the user must be listed in ``[core] simple_auth_manager_users`` (with role viewer or
+    SimpleAuthManager: the user must be listed in ``[core] simple_auth_manager_users`` (with role user or
     higher); its password is written to the passwords file, so run this before the API server starts (or
-    restart it). FAB: ``airflow users create --role Viewer``, the password on stdin (never on a command
+    restart it). FAB: ``airflow users create --role User``, the password on stdin (never on a command
     line); an existing user is left as it is. Other auth managers: create the user there yourself.
     """
     from airflow.models.connection import Connection

@@ -68,6 +68,10 @@ NON_RETRYABLE_STATUS_CODES = frozenset({1, 2, 3, 5, 6, 7, 10})
 # for longer is waited this long, then asked again; once the attempts are spent, Airflow's task retry
 # (minutes later) takes over. Keeps one call from sleeping in a worker slot for an hour on a header.
 MAX_RETRY_AFTER_SECONDS = 60.0
+JSON_CONTENT_TYPE = "application/json"
+# Where GET .../genesys-environments/{id} carries the site when the topology names no path
+# (failover.site_field): the guide shows no body for it; GWS nests a single resource under its name.
+ESERVICES_SITE_KEY = "eServicesSite"
 # A genesys-environment ID as RWS lists it (a UUID in the deployments seen): one URL path segment of
 # letters, digits, '-' and '_'. No '.', so neither '..' nor anything that is not a plain segment.
 _ENVIRONMENT_ID = re.compile(ENVIRONMENT_ID_PATTERN)
@@ -383,7 +387,10 @@ class RwsClient:
 
         hook, session = self._connect()
         url = hook.url_from_endpoint(path)
-        prepared = session.prepare_request(requests.Request(method, url, json=json_body))
+        # The guide's every POST sends this header, and RWS (a JSON web service) refuses a body without it
+        # (HTTP 415): set it explicitly, whatever the session or the connection's extras say.
+        headers = {"Content-Type": JSON_CONTENT_TYPE} if json_body is not None else None
+        prepared = session.prepare_request(requests.Request(method, url, json=json_body, headers=headers))
         timeout = hook.merged_extra.get("timeout", self._timeout)
         try:
             response = hook.run_and_check(session, prepared, {"check_response": False, "timeout": timeout})
@@ -606,6 +613,32 @@ class RwsClient:
             what=f"multimedia-switch of environment {environment_id} to eServices site {eservices_site}",
             policy=SEND_AT_MOST_ONCE,
         )
+
+
+def eservices_site_of(body: object, site_field: str | None = None) -> str | None:
+    """The eServices site a ``GET .../genesys-environments/{id}`` answer reports, or None.
+
+    The guide documents no read-back of ``eServicesSite``. With ``site_field`` (the topology's
+    ``failover.site_field``, dotted, e.g. ``genesysEnvironment.eServicesSite``) only that path counts.
+    Without it: ``eServicesSite`` at the top level, else inside the single nested resource object (GWS
+    answers ``{"statusCode": 0, "genesysEnvironment": {...}}``). Anything that is not a non-empty string
+    there is "not reported": never guessed.
+    """
+    if not isinstance(body, dict):
+        return None
+    if site_field:
+        node: object = body
+        for part in site_field.split("."):
+            if not isinstance(node, dict):
+                return None
+            node = node.get(part)
+        return node if isinstance(node, str) and node.strip() else None
+    value = body.get(ESERVICES_SITE_KEY)
+    if value is None:
+        nested = [v for k, v in body.items() if isinstance(v, dict) and k not in ("statusCode",)]
+        if len(nested) == 1:
+            value = nested[0].get(ESERVICES_SITE_KEY)
+    return value if isinstance(value, str) and value.strip() else None
 
 
 # statusCodes that say RWS did part of the work, or had not finished it: whatever the HTTP status, a

@@ -188,6 +188,9 @@ class ReindexSettings(_Strict):
     max_window_hours: int = Field(default=24, ge=1)
     pool: str | None = Field(default=None, description="Airflow pool; default gir_rws_<site>")
     pool_slots: int = Field(default=1, ge=1)
+    deadline_hours: float = Field(
+        default=6, gt=0, description="Deadline Alert: a run not finished this long after it was queued"
+    )
 
 
 class SpeechMinerSettings(_Strict):
@@ -308,6 +311,9 @@ class ShippingSettings(_Strict):
         default=False,
         description="allow the destination root itself to be a symbolic link (never anything below it)",
     )
+    deadline_hours: float = Field(
+        default=8, gt=0, description="Deadline Alert: a run not finished this long after it was queued"
+    )
     bandwidth_limit_mbps: Annotated[float | None, AfterValidator(_check_bandwidth_limit)] = Field(
         default=None,
         description="cap of the copy between the DCs in Mbit/s; the local read-back is never capped",
@@ -369,12 +375,31 @@ class Approver(_Strict):
     name: str | None = None
 
 
+_SITE_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*){0,7}")
+
+
+def _check_site_field(value: str | None) -> str | None:
+    if value is not None and not _SITE_FIELD.fullmatch(value):
+        raise ValueError(
+            f"site_field {value!r} is not a dotted path of JSON keys; fix: name where GET "
+            ".../genesys-environments/{id} reports the site, e.g. genesysEnvironment.eServicesSite or "
+            "eServicesSite (keys of letters, digits, '_' or '-', joined by '.'), or leave it out to look at "
+            "the top level and inside the nested resource"
+        )
+    return value
+
+
 class FailoverSettings(_Strict):
     approvers: list[Approver] = Field(min_length=1)
     response_timeout_minutes: int = Field(default=30, ge=1)
     dr_monitoring_delay_seconds: int = Field(default=30, ge=0)
     verify_margin_seconds: int = Field(default=30, ge=0)
     audit_log: StorageUrl
+    # Where RWS reports the eServices site in GET .../genesys-environments/{id} (dotted); None: the top
+    # level, else inside the single nested resource object. The guide documents no read-back.
+    site_field: Annotated[str | None, AfterValidator(_check_site_field)] = None
+    # How long the on-call has to confirm the switch (and its follow-ups) after it was sent.
+    confirm_timeout_minutes: int = Field(default=30, ge=1)
 
 
 class KeystoreReplicationSettings(_Strict):
@@ -392,6 +417,29 @@ class KeystoreReplicationSettings(_Strict):
     )
 
 
+class NotificationEvent(_Strict):
+    """One event's route: on or off, and optionally another Apprise connection or tag than the default."""
+
+    enabled: bool = True
+    conn_id: str | None = Field(default=None, description="Apprise connection; default notifications.conn_id")
+    tag: str | None = Field(default=None, description="Apprise tag(s) to address; default notifications.tag")
+
+
+class NotificationsSettings(_Strict):
+    """Where the on-call hears about failed runs, waiting approvals, failover outcomes and missed deadlines.
+
+    ``conn_id`` names an Airflow connection of type ``apprise`` (apache-airflow-providers-apprise): its
+    ``config`` extra holds the Apprise URL(s), so a webhook token or SMTP password stays in the connection.
+    """
+
+    conn_id: str = Field(default="gir_apprise", min_length=1)
+    tag: str | None = None
+    run_failed: NotificationEvent = Field(default_factory=NotificationEvent)
+    approval_waiting: NotificationEvent = Field(default_factory=NotificationEvent)
+    failover_outcome: NotificationEvent = Field(default_factory=NotificationEvent)
+    deadline_missed: NotificationEvent = Field(default_factory=NotificationEvent)
+
+
 class Topology(_Strict):
     primary_site: str
     data_centers: list[DataCenter] = Field(min_length=1)
@@ -399,6 +447,7 @@ class Topology(_Strict):
     keystore_check: KeystoreCheckSettings = Field(default_factory=KeystoreCheckSettings)
     failover: FailoverSettings | None = None
     keystore_replication: KeystoreReplicationSettings | None = None
+    notifications: NotificationsSettings | None = None
 
     @model_validator(mode="after")
     def _check_references(self) -> Topology:

@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", action="append", default=[], help="SITE=PORT; repeat per DC")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--dr-monitoring-delay", type=float, default=None, help="seconds (RWS setting)")
+    serve.add_argument(
+        "--site-report",
+        choices=("nested", "top-level", "none"),
+        default="nested",
+        help="where GET genesys-environments/{id} reports eServicesSite (none: not at all)",
+    )
     args = parser.parse_args(argv)
 
     password = os.environ.get(OPS_PASSWORD_ENV)
@@ -58,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     simulator = GirSimulator(
         topology, ops_password=password, dr_monitoring_delay_seconds=args.dr_monitoring_delay, host=args.host
     )
+    simulator.state.environment.report_site = args.site_report != "none"
+    if args.site_report != "none":
+        simulator.state.environment.site_format = args.site_report
     try:
         started = simulator.start(ports)
     except OSError as exc:

@@ -1,6 +1,10 @@
 """The HTTP face of one simulated data center's RWS ops API, plus ``/_sim`` control endpoints.
 
-``/api/v2/ops/...`` behaves like the guide (basic auth with the ops user, GWS ``statusCode`` bodies).
+``/api/v2/ops/...`` behaves like the guide (basic auth with the ops user, GWS ``statusCode`` bodies, a
+single resource nested under its name); a POST without ``Content-Type: application/json`` (the header
+every curl of the guide sends) is refused with HTTP 415, as a JSON web service does (the body's
+statusCode 10 is this simulator's choice). ``state.py`` lists what comes from the guide and what is
+assumed.
 ``/_sim/...`` is for tests and demos only: inject faults, add latency, read what was received. It is
 deliberately outside ``/api`` so no DAG can call it by accident.
 """
@@ -42,6 +46,11 @@ def _authorized(request: Request, user: str, password: str) -> bool:
     return secrets.compare_digest(given_user, user) and secrets.compare_digest(given_password, password)
 
 
+def _is_json(content_type: str | None) -> bool:
+    """``application/json``, with or without parameters such as ``; charset=utf-8``."""
+    return (content_type or "").split(";", 1)[0].strip().lower() == "application/json"
+
+
 def create_app(state: SimState, site: str, *, ops_user: str, ops_password: str) -> FastAPI:
     """One RWS node for ``site``; every node of the process shares ``state``."""
     app = FastAPI(title=f"GIR simulator: RWS {site}", docs_url=None, redoc_url=None)
@@ -65,6 +74,10 @@ def create_app(state: SimState, site: str, *, ops_user: str, ops_password: str) 
             state.record_request(site, entry)
             return _gws(401, 20, "not authenticated: use the RWS ops user")
         entry["authorized"] = True
+        if request.method == "POST" and not _is_json(request.headers.get("content-type")):
+            entry.update(http_status=415, status_code=10)
+            state.record_request(site, entry)
+            return _gws(415, 10, "unsupported media type: send Content-Type: application/json")
         # "drop" faults are taken earlier, by the server's protocol, which can close the socket.
         fault = state.take_fault(site, request.method, path, modes=("status", "delay"))
         if fault is not None:
@@ -178,6 +191,7 @@ def create_app(state: SimState, site: str, *, ops_user: str, ops_password: str) 
             "pending_site": env.pending_site,
             "dr_monitoring_delay_seconds": env.dr_monitoring_delay_seconds,
             "report_site": env.report_site,
+            "site_format": env.site_format,
             "switches": env.switches,
         }
 
@@ -187,12 +201,16 @@ def create_app(state: SimState, site: str, *, ops_user: str, ops_password: str) 
         env = state.environment
         if "report_site" in payload:
             env.report_site = bool(payload["report_site"])
+        if "site_format" in payload:
+            if payload["site_format"] not in ("nested", "top-level"):
+                raise ValueError("site_format must be 'nested' or 'top-level'")
+            env.site_format = payload["site_format"]
         if "dr_monitoring_delay_seconds" in payload:
             env.dr_monitoring_delay_seconds = float(payload["dr_monitoring_delay_seconds"])
         if "current_site" in payload:
             state.site(payload["current_site"])
             env.current_site = payload["current_site"]
-            env.pending_site = env.pending_since = None
+            env.pending_site = env.pending_since = env.pending_effective_at = None
         return environment()
 
     return app

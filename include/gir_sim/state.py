@@ -1,14 +1,35 @@
 """What the simulated GIR data centers remember: re-indexed hours, the eServices site, every request.
 
 Pure Python and thread-safe, so it can be unit-tested without HTTP and shared by the per-DC RWS
-servers of one process. The behaviour follows the GIR Solution Guide: ``forceIndex`` rounds ``from`` and
-``to`` to the nearest hour and refuses an interval under one hour; ``purgeOld`` drops the index first;
-``multimedia-switch`` takes effect only after ``drMonitoringDelay`` seconds and is shared by every DC's
-RWS of the same Genesys environment.
+servers of one process. It models RWS as the guide and the GWS conventions describe it, and says where
+it goes beyond them:
+
+From the GIR guide (``Multiple data center locations``):
+- ``forceIndex`` takes ``operationName``, ``from`` (mandatory, ms since epoch), ``to`` and ``purgeOld``;
+  both ends are "rounded to the nearest hour"; ``purgeOld`` deletes the old index first.
+- ``multimedia-switch`` with ``{"eServicesSite": <siteName>}``; RWS "will monitor the eServicesSite value
+  every drMonitoringDelay seconds" and switches when it changed, so the switch takes effect at some
+  moment within ``drMonitoringDelay`` (here: a random one, never later), and every DC's RWS of the one
+  Genesys environment sees it.
+
+From the GWS API conventions (not the guide): every body carries ``statusCode`` (0 OK, 1 missing
+parameter, 2 not valid for the state, 6 not found, 10 input validation); a single resource is answered
+nested under its name (``{"statusCode": 0, "genesysEnvironment": {...}}``).
+
+Assumptions of this simulator, which a real RWS may not share (the guide is silent on them):
+- a forceIndex interval under one hour after rounding is refused with statusCode 2 (the guide only
+  says the interval "is a minimum of one hour" because of the rounding);
+- ``GET .../genesys-environments/{id}`` reports the site as ``eServicesSite`` inside the nested
+  resource (``site_format="nested"``, the default), at the top level (``"top-level"``), or not at all
+  (``report_site=False``): public docs show no body for it;
+- a POST without ``Content-Type: application/json`` is answered HTTP 415 with statusCode 10 (the guide's
+  every curl sends that header; the body code is our choice);
+- the environment ID is a UUID.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -70,8 +91,13 @@ class EnvironmentState:
     current_site: str
     dr_monitoring_delay_seconds: float
     report_site: bool = True
+    # Where GET .../genesys-environments/{id} puts eServicesSite: "nested" (GWS: inside the resource
+    # object "genesysEnvironment") or "top-level".
+    site_format: str = "nested"
     pending_site: str | None = None
     pending_since: float | None = None
+    # When the pending switch takes effect: a random moment within drMonitoringDelay of the POST.
+    pending_effective_at: float | None = None
     switches: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -96,9 +122,12 @@ class SimState:
         dr_monitoring_delay_seconds: float = 30.0,
         environment_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self._lock = threading.RLock()
         self._clock = clock
+        # Where within drMonitoringDelay a switch lands; a seeded Random makes a test repeatable.
+        self._rng = rng or random.Random()  # noqa: S311 - timing of a simulation, not security
         self.sites: dict[str, SiteState] = {
             site: SiteState(site=site, contact_centers=[c.lower() for c in ccs], screen_recording=screen)
             for site, ccs, screen in sites
@@ -203,27 +232,31 @@ class SimState:
         return {"statusCode": 0, "from": start, "to": end, "hours": (end - start) // HOUR_MS}
 
     def current_site(self) -> str:
-        """The eServices site RWS uses now: a pending switch counts only after drMonitoringDelay."""
+        """The eServices site RWS uses now: a pending switch counts from its (random) moment within
+        drMonitoringDelay of the POST, as RWS notices the change at its next monitoring tick."""
         with self._lock:
             env = self.environment
             if (
                 env.pending_site is not None
-                and env.pending_since is not None
-                and self._clock() - env.pending_since >= env.dr_monitoring_delay_seconds
+                and env.pending_effective_at is not None
+                and self._clock() >= env.pending_effective_at
             ):
                 env.current_site = env.pending_site
-                env.pending_site = env.pending_since = None
+                env.pending_site = env.pending_since = env.pending_effective_at = None
             return env.current_site
 
     def environment_body(self, environment_id: str) -> dict[str, Any]:
+        """GET .../genesys-environments/{id}: the resource nested under its name, as GWS answers one."""
         env = self.environment
         if environment_id != env.environment_id:
             raise SimError(404, 6, f"genesys environment {environment_id} not found")
-        body: dict[str, Any] = {"statusCode": 0, "id": env.environment_id}
+        resource: dict[str, Any] = {"id": env.environment_id}
         current = self.current_site()
         if env.report_site:
-            body["eServicesSite"] = current
-        return body
+            resource["eServicesSite"] = current
+        if env.site_format == "top-level":
+            return {"statusCode": 0, **resource}
+        return {"statusCode": 0, "genesysEnvironment": resource}
 
     def multimedia_switch(self, site: str, environment_id: str, body: Any) -> dict[str, Any]:
         env = self.environment
@@ -237,6 +270,9 @@ class SimState:
         with self._lock:
             env.pending_site = target
             env.pending_since = self._clock()
+            env.pending_effective_at = env.pending_since + self._rng.uniform(
+                0.0, max(env.dr_monitoring_delay_seconds, 0.0)
+            )
             env.switches.append({"via": site, "eServicesSite": target, "time": env.pending_since})
         return {"statusCode": 0}
 

@@ -145,6 +145,20 @@ def test_keystore_fanout_smoke() -> None:
     assert row.details["single_read_seconds"] > 0
 
 
+def test_readiness_status_smoke() -> None:
+    from benchmarks import readiness_status
+
+    (row,) = readiness_status.run(quick=True)
+    _has_ratio(row)
+    assert row.passed is None  # smoke sizes are never judged
+    # The history was really there and really read: 3 days of runs, every pair of DC2 in the status.
+    assert row.details["runs"] == 3 * (2 + 1 + 3)
+    assert row.details["xcoms"] == 3 * (2 * 2 + 2 * 1)
+    assert row.details["dc2_pairs"] == 4
+    assert 4 * 2 * 24 <= row.details["dc2_covered_hours"] <= 4 * 3 * 24  # runs end "now", the window earlier
+    assert row.details["verdict"].startswith("DC2 not ready: Elasticsearch index at DC2 misses")
+
+
 def test_report_has_machine_table_and_method() -> None:
     rows = [
         Row("shipping", "shipping 2 GiB", 0.8, "<= 1.0", True, "ours 8 s vs shell 10 s"),

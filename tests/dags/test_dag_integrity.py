@@ -158,6 +158,8 @@ PARSE_TIME_MODULES = {
     "include.gir_ops.failover.triggers",
     "include.gir_ops.keystore",
     "include.gir_ops.keystore.spec",
+    "include.gir_ops.notifications",  # dag_kwargs / approval_notifiers; building and sending at run time
+    "include.gir_ops.notifications.notifiers",
     "include.gir_ops.params",
     "include.gir_ops.pools",  # check_pools only; its API client is imported when the task runs
     "include.gir_ops.reindex",

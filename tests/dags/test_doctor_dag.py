@@ -9,6 +9,7 @@ rows still come out, because dag.test() runs the deferred trigger inline.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,11 @@ def _run_doctor() -> tuple[Any, dict[str, Any] | None, dict[str, str]]:
 
 
 @pytest.fixture
-def deployment(gir: SimulatedGir, airflow_api: Any, monkeypatch: pytest.MonkeyPatch) -> SimulatedGir:
+def deployment(
+    gir: SimulatedGir, airflow_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[SimulatedGir]:
     from include.gir_ops.airflow_api import SERVICE_USER
+    from include.gir_sim.notify_receiver import NotificationReceiver
 
     users = f"admin:admin,approver:admin,{SERVICE_USER}:viewer"
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", users)
@@ -60,7 +64,10 @@ def deployment(gir: SimulatedGir, airflow_api: Any, monkeypatch: pytest.MonkeyPa
     generate_index_backups(local_path(topology.site("DC1").speechminer.index_backup or ""), days=2)
     assert topology.shipping is not None
     local_path(topology.shipping.destination).mkdir(parents=True)  # the backup DC's share, mounted
-    return gir
+    with NotificationReceiver() as receiver:  # the on-call's channel, a real Apprise connection
+        monkeypatch.setenv("AIRFLOW_CONN_GIR_APPRISE", receiver.connection_json())
+        gir.notifications = receiver  # type: ignore[attr-defined]
+        yield gir
 
 
 def test_a_working_deployment_is_green_except_the_missing_triggerer(deployment: SimulatedGir) -> None:
@@ -74,6 +81,8 @@ def test_a_working_deployment_is_green_except_the_missing_triggerer(deployment: 
     for check in ("topology", "RWS DC1", "RWS DC2", "RWS DC3", "genesys environment", "pool gir_rws_switch"):
         assert worker[check]["status"] == "OK", worker[check]
     assert worker["approvers (two-person rule)"]["result"] == "2 known approvers: approver, admin"
+    assert worker["notifications gir_apprise"]["status"] == "OK", worker["notifications gir_apprise"]
+    assert any("gir_doctor" in m["title"] for m in deployment.notifications.received())  # type: ignore[attr-defined]
     triggerer = {row["check"]: row["status"] for row in rows["triggerer"]}
     assert triggerer == {
         "SpeechMiner source (DC1) from the triggerer": "OK",

@@ -231,16 +231,53 @@ class FailoverRun:
             )
             session.execute(update(DagRun).where(DagRun.id == run.id).values(state="failed"))
 
-    def respond(self, api: Any, user: str, option: str) -> Any:
+    def respond(
+        self,
+        api: Any,
+        user: str,
+        option: str,
+        task_id: str = failover_spec.APPROVE_FAILOVER,
+        params_input: dict[str, Any] | None = None,
+    ) -> Any:
         run_id = self.dag_run().run_id
         return api.patch(
-            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{failover_spec.APPROVE_FAILOVER}/-1/hitlDetails",
-            json={"chosen_options": [option], "params_input": {}},
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
+            json={"chosen_options": [option], "params_input": params_input or {}},
             headers=bearer(user),
         )
 
-    def expire_approval(self) -> float:
-        """Let the scheduler's timeout sweep resolve the approval; returns the configured wait (s)."""
+    def wait_for_confirm_request(self, timeout: float = 60) -> bool:
+        """Block until confirm_switch awaits input (True), or it ended without asking / the run ended."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.task_state(failover_spec.CONFIRM)
+            if state == "awaiting_input":
+                return True
+            if state in ("skipped", "success", "failed", "upstream_failed") or self._finished.is_set():
+                return False
+            time.sleep(0.2)
+        raise AssertionError(f"confirm_switch did not ask within {timeout}s")
+
+    def confirm(
+        self, api: Any, user: str = "approver", option: str = "Confirmed", answers: str = "done"
+    ) -> Any:
+        """Answer confirm_switch as a person would: the option, and one answer per checklist item."""
+        run_id = self.dag_run().run_id
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{failover_spec.CONFIRM}/-1/hitlDetails"
+        asked = api.get(path, headers=bearer(user)).json()
+        response = self.respond(
+            api,
+            user,
+            option,
+            task_id=failover_spec.CONFIRM,
+            params_input=dict.fromkeys(asked.get("params") or {}, answers),
+        )
+        assert response.status_code == 200, response.text
+        return asked
+
+    def expire_approval(self, task_id: str = failover_spec.APPROVE_FAILOVER) -> float:
+        """Let the scheduler's timeout sweep resolve a HITL request (the approval by default); returns the
+        configured wait (s)."""
         from airflow.jobs.job import Job
         from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
         from airflow.models.taskinstance import TaskInstance
@@ -251,7 +288,7 @@ class FailoverRun:
         where = (
             TaskInstance.dag_id == DAG_ID,
             TaskInstance.run_id == run.run_id,
-            TaskInstance.task_id == failover_spec.APPROVE_FAILOVER,
+            TaskInstance.task_id == task_id,
         )
         with create_session() as session:
             timeout_at, start = session.execute(
@@ -364,10 +401,13 @@ def test_approved_failover_switches_once_verifies_and_audits(
         seen["run_id"] = run.wait_for_approval_request()
         seen["posts_before_approval"] = switch_posts(fast_gir)
         seen["answer"] = run.respond(api, "approver", "Approve")
+        assert run.wait_for_confirm_request(), "after a switch a person is asked to confirm"
+        seen["confirm_state"] = run.task_state(failover_spec.CONFIRM)
+        seen["confirm_request"] = run.confirm(api, "approver", "Confirmed")
 
-    dag_run = FailoverRun(failover_dag, conf(change_ticket="CHG-4711"), triggered_by="oncall").run(
-        approve_as_second_user
-    )
+    dag_run = FailoverRun(
+        failover_dag, conf(change_ticket="CHG-4711", scenario="data-center-lost"), triggered_by="oncall"
+    ).run(approve_as_second_user)
 
     assert seen["posts_before_approval"] == {"DC1": [], "DC2": [], "DC3": []}, "nothing sent before approval"
     assert seen["answer"].status_code == 200, seen["answer"].text
@@ -401,12 +441,43 @@ def test_approved_failover_switches_once_verifies_and_audits(
     assert "Screen Recording Service" in follow_ups and "promote the backup index in DC2" in follow_ups
     assert "/api/v2/dags/gir_eservices_failover/dagRuns" in follow_ups
     assert '"conf": {"target_site": "DC1"' in follow_ups and "airflow dags trigger" not in follow_ups
+    # The human step after the switch: a checklist of the scenario's follow-ups, answered per item.
+    assert seen["confirm_state"] == "awaiting_input", "waits without a worker slot"
+    asked = seen["confirm_request"]
+    assert asked["options"] == ["Confirmed", "Not confirmed"]
+    assert [u["id"] for u in asked["assigned_users"]] == ["approver", "second"]
+    assert list(asked["params"]) == [
+        "wde_eservices_site",
+        "srs_rws",
+        "speechminer_index",
+        "recording_processing",
+        "switch_back_plan",
+    ]
+    assert "disaster-recovery.eservices-site" in asked["body"]
+    assert record["scenario"] == "data-center-lost"
+    confirmation = record["confirmation"]
+    assert confirmation["chosen"] == "Confirmed" and confirmation["by"]["id"] == "approver"
+    assert confirmation["at"] and confirmation["timed_out"] is False
+    assert [(i["key"], i["answer"]) for i in confirmation["items"]] == [
+        (key, "done") for key in asked["params"]
+    ]
+    assert record["switch"]["switched_at"], "the switch time is kept for a later catch-up window"
+    assert any("screen-recording.htcc.peer_uri" in r for r in record["preflight"]["readiness"])
+    assert record["catch_up"]["status"] == "not-needed"
+    assert states(dag_run)[failover_spec.CATCH_UP] == "success"
 
 
-def approve_as(user: str, seen: dict[str, Any], api: Any, option: str = "Approve") -> Callable[..., None]:
+def approve_as(
+    user: str, seen: dict[str, Any], api: Any, option: str = "Approve", *, confirm: str | None = "Confirmed"
+) -> Callable[..., None]:
+    """Approve (or reject) as ``user``; then, if the run asks, answer confirm_switch with ``confirm`` as
+    "approver" (None: leave it unanswered, the caller decides)."""
+
     def human(run: FailoverRun) -> None:
         seen["run_id"] = run.wait_for_approval_request()
         seen["answer"] = run.respond(api, user, option)
+        if confirm is not None and run.wait_for_confirm_request():
+            seen["confirm_request"] = run.confirm(api, "approver", confirm)
 
     return human
 
@@ -524,12 +595,16 @@ def test_a_non_approver_cannot_answer(failover_dag: Any, fast_gir: SimulatedGir,
         seen["outsider"] = run.respond(api, "intruder", "Approve")
         seen["answer"] = run.respond(api, "second", "Approve")
         seen["again"] = run.respond(api, "approver", "Reject")
+        assert run.wait_for_confirm_request()
+        seen["outsider_confirms"] = run.respond(api, "intruder", "Confirmed", task_id=failover_spec.CONFIRM)
+        run.confirm(api, "second")
 
     dag_run = FailoverRun(failover_dag, conf(target="DC3")).run(outsider_then_approver)
 
     assert seen["outsider"].status_code == 403, seen["outsider"].text
     assert seen["answer"].status_code == 200
     assert seen["again"].status_code == 409, "a decision cannot be changed once given"
+    assert seen["outsider_confirms"].status_code == 403, "only the approvers may confirm the switch"
     assert dag_run.state == "success", states(dag_run)
     assert [len(p) for p in switch_posts(fast_gir).values()] == [0, 0, 1]
     [record] = audit_records(fast_gir)
@@ -624,7 +699,9 @@ def test_dry_run_posts_nothing_and_shows_the_other_dags_findings(
         seen["answer"] = run.respond(api, "approver", "Approve")
 
     try:
-        dag_run = FailoverRun(failover_dag, conf(dry_run=True)).run(read_request_then_approve)
+        dag_run = FailoverRun(failover_dag, conf(dry_run=True, scenario="data-center-lost")).run(
+            read_request_then_approve
+        )
     finally:
         delete_asset_events(events)  # later tests expect "no information yet"
 
@@ -637,6 +714,7 @@ def test_dry_run_posts_nothing_and_shows_the_other_dags_findings(
     body = request["body"]
     assert "DC1 Interaction Server down since 02:10" in body and "`dag_test`" in body  # who triggered
     assert "keystores replicated" in body and "2026-11-25" in body and "3.0 h ago" in body
+    assert "**Scenario:** `data-center-lost`" in body and "screen-recording.htcc.peer_uri" in body
     [record] = audit_records(fast_gir)
     assert record["outcome"] == "dry-run" and record["dry_run"] is True
     assert "would POST multimedia-switch" in record["detail"]
@@ -715,25 +793,92 @@ def test_target_rws_down_switches_through_another_dc(
     assert last["DC2"]["ok"] is False and last["DC1"]["eServicesSite"] == "DC2"
 
 
-def test_rws_that_never_reports_the_site_is_recorded_unverified(
+def test_rws_that_never_reports_the_site_and_nobody_confirms_is_unverified(
     failover_dag: Any, fast_gir: SimulatedGir, api: Any
 ) -> None:
+    """Neither RWS (no site in its answer) nor a person (confirm_switch times out): the run fails and
+    says what to check."""
     fast_gir.configure_environment(report_site=False)
     seen: dict[str, Any] = {}
-    started = time.monotonic()
-    dag_run = FailoverRun(failover_dag, conf()).run(approve_as("approver", seen, api))
 
+    def approve_then_nobody_confirms(run: FailoverRun) -> None:
+        approve_as("approver", seen, api, confirm=None)(run)
+        assert run.wait_for_confirm_request()
+        seen["configured_wait"] = run.expire_approval(failover_spec.CONFIRM)
+
+    started = time.monotonic()
+    dag_run = FailoverRun(failover_dag, conf()).run(approve_then_nobody_confirms)
+
+    assert 55 <= seen["configured_wait"] <= 65, "confirm_timeout_minutes (1) must reach the HITL request"
     assert [len(p) for p in switch_posts(fast_gir).values()] == [0, 1, 0]
     assert len(applied_switches(fast_gir)) == 1
     assert dag_run.state == "failed", "an unverified switch must not look like a verified one"
     assert states(dag_run)[failover_spec.VERIFY] == "success"
+    assert states(dag_run)[failover_spec.CONFIRM] == "success"
     [record] = audit_records(fast_gir)
     assert record["outcome"] == "unverified" and record["outcome_ok"] is False
     assert record["site_before"] is None and record["site_after"] is None
     assert "does not report eServicesSite" in record["detail"]
+    assert "nobody confirmed it under Required Actions" in record["detail"]
+    assert "curl -u <ops user>" in record["detail"] and "failover.site_field" in record["detail"]
     assert record["verification"]["elapsed_seconds"] >= 1, "it waits the drMonitoringDelay first"
     assert any("unverified" in w for w in record["preflight"]["warnings"])
+    confirmation = record["confirmation"]
+    assert confirmation["chosen"] == "Not confirmed" and confirmation["by"] is None
+    assert confirmation["timed_out"] is True
+    assert {i["answer"] for i in confirmation["items"]} == {"not done"}
     assert time.monotonic() - started < RUN_TIMEOUT_SECONDS
+
+
+def test_rws_that_never_reports_the_site_but_a_person_confirms_is_confirmed(
+    failover_dag: Any, fast_gir: SimulatedGir, api: Any
+) -> None:
+    fast_gir.configure_environment(report_site=False)
+    seen: dict[str, Any] = {}
+    dag_run = FailoverRun(failover_dag, conf(), triggered_by="oncall").run(approve_as("approver", seen, api))
+
+    assert [len(p) for p in switch_posts(fast_gir).values()] == [0, 1, 0]
+    assert dag_run.state == "success", states(dag_run)
+    [record] = audit_records(fast_gir)
+    assert record["outcome"] == "confirmed" and record["outcome_ok"] is True
+    assert "confirmed by hand by approver at " in record["detail"]
+    assert record["site_before"] is None, "RWS never reported a site: nothing is assumed"
+    assert record["scenario"] == "interaction-server-down"
+    assert [i["key"] for i in record["confirmation"]["items"]] == [
+        "wde_eservices_site",
+        "recording_processing",
+        "switch_back_plan",
+    ], "with the Interaction Server down only: no SRS redirection, no SpeechMiner promotion"
+    assert all(i["answer"] == "done" for i in record["confirmation"]["items"])
+    text = "\n".join(record["follow_ups"])
+    assert "Screen Recording Service" not in text and "promote" not in text
+
+
+@pytest.mark.parametrize(
+    ("simulator_settings", "site_field"),
+    [({"site_format": "top-level"}, None), ({}, "genesysEnvironment.eServicesSite")],
+    ids=["top-level", "configured-site-field"],
+)
+def test_the_site_is_read_back_top_level_or_at_the_configured_path(
+    gir_factory: Callable[..., SimulatedGir],
+    tmp_path: Path,
+    airflow_db: Path,
+    api: Any,
+    *,
+    simulator_settings: dict[str, Any],
+    site_field: str | None,
+) -> None:
+    gir = fast_failover_gir(gir_factory, tmp_path, APPROVERS, site_field=site_field)
+    if simulator_settings:
+        gir.configure_environment(**simulator_settings)
+    dag = parse_dags(REPO_ROOT / "dags" / "gir_eservices_failover.py").dags[DAG_ID]
+    seen: dict[str, Any] = {}
+    dag_run = FailoverRun(dag, conf()).run(approve_as("approver", seen, api))
+
+    assert dag_run.state == "success", states(dag_run)
+    [record] = audit_records(gir)
+    assert record["outcome"] == "verified"
+    assert (record["site_before"], record["site_after"]) == ("DC1", "DC2")
 
 
 # --- bad trigger parameters are refused when the run is created -----------------------------------------
@@ -839,3 +984,90 @@ def test_processing_incomplete_on_the_switch_is_never_resent_and_is_unverified(
     assert record["outcome"] == "unverified", record["detail"]
     assert record["switch"]["posted"] is True and record["switch"]["answer"] == "unknown"
     assert "NOT resent" in record["switch"]["detail"] and "by hand" in record["detail"]
+
+
+# --- the switch back: one catch-up re-index of the primary for the outage ---------------------------------
+
+
+def test_a_verified_switch_back_triggers_one_catch_up_reindex_of_the_primary_for_the_outage(
+    gir_factory: Callable[..., SimulatedGir], tmp_path: Path, airflow_db: Path, api: Any
+) -> None:
+    from include.gir_ops.airflow_api import AirflowApiClient
+    from include.gir_ops.failover import catchup
+
+    document = default_topology_dict()
+    document["data_centers"][0]["reindex"] = {"enabled": True}  # DC1 gets gir_es_reindex_dc1
+    gir = gir_factory(
+        {
+            "failover": {
+                "approvers": APPROVERS,
+                "dr_monitoring_delay_seconds": 1,
+                "verify_margin_seconds": 2,
+                "response_timeout_minutes": 1,
+                "confirm_timeout_minutes": 1,
+                "audit_log": f"file://{tmp_path}/audit/failover",
+            }
+        },
+        topology=document,
+        dr_monitoring_delay_seconds=0.5,
+    )
+    sync_dags_to_db()  # the API server must know gir_es_reindex_dc1 to create its run
+    dag = parse_dags(REPO_ROOT / "dags" / "gir_eservices_failover.py").dags[DAG_ID]
+
+    away_run = FailoverRun(dag, conf(scenario="data-center-lost")).run(approve_as("approver", {}, api))
+    assert away_run.state == "success", states(away_run)
+    back_run = FailoverRun(
+        dag, conf(target="DC1", reason="DC1 Interaction Server restored", scenario="data-center-lost")
+    ).run(approve_as("second", {}, api))
+
+    assert back_run.state == "success", states(back_run)
+    assert [s["eServicesSite"] for s in applied_switches(gir)] == ["DC2", "DC1"]
+    away_record, back_record = audit_records(gir)
+    assert (away_record["outcome"], back_record["outcome"]) == ("verified", "verified")
+    left = datetime.fromisoformat(away_record["switch"]["switched_at"])
+    back = datetime.fromisoformat(back_record["switch"]["switched_at"])
+    catch_up = back_record["catch_up"]
+    assert catch_up["status"] == "triggered", catch_up
+    assert catch_up["dag_id"] == "gir_es_reindex_dc1"
+    assert catch_up["dag_run_id"] == catchup.catch_up_run_id(back_run.run_id)
+    assert catch_up["outage"]["failover_run_id"] == away_run.run_id
+    # From the hour the failover was switched (an hour earlier when both fall in the running hour: the
+    # re-index DAG wants an hour between from and to) to the switch-back.
+    start, end = datetime.fromisoformat(catch_up["from"]), datetime.fromisoformat(catch_up["to"])
+    assert start in (catchup.floor_hour(left), catchup.floor_hour(left) - timedelta(hours=1))
+    assert start == catchup.floor_hour(left) or end - catchup.floor_hour(left) < timedelta(hours=1)
+    assert end in (back, catchup.ceil_hour(back)) and end - start >= timedelta(hours=1)
+    assert "re-index of DC1 for the outage" in catch_up["detail"]
+    assert back_record["follow_ups"] and all("Switch back" not in f for f in back_record["follow_ups"])
+
+    # What landed in Airflow: exactly one run of DC1's re-index DAG, with the window as manual from/to.
+    runs = api.get("/api/v2/dags/gir_es_reindex_dc1/dagRuns", headers=bearer("approver")).json()["dag_runs"]
+    assert [r["dag_run_id"] for r in runs] == [catch_up["dag_run_id"]]
+    assert runs[0]["conf"] == {"from": catch_up["from"], "to": catch_up["to"]}
+    # A retried or cleared catch-up task asks again with the same run id: Airflow answers 409.
+    with AirflowApiClient() as client:
+        again = catchup.trigger_catch_up({**catch_up, "detail": "retry"}, client, back_run.run_id)
+    assert again["status"] == "already-triggered"
+    runs = api.get("/api/v2/dags/gir_es_reindex_dc1/dagRuns", headers=bearer("approver")).json()["dag_runs"]
+    assert len(runs) == 1
+    api.delete(f"/api/v2/dags/gir_es_reindex_dc1/dagRuns/{runs[0]['dag_run_id']}", headers=bearer("approver"))
+
+
+def test_a_switch_back_without_a_failover_in_the_audit_log_is_red_and_says_how_to_catch_up(
+    failover_dag: Any, fast_gir: SimulatedGir, api: Any
+) -> None:
+    """The outage window is unknown (the failover away was done by hand): nothing partial looks done."""
+    fast_gir.configure_environment(current_site="DC2")
+    seen: dict[str, Any] = {}
+    dag_run = FailoverRun(failover_dag, conf(target="DC1", reason="DC1 restored, switched away by hand")).run(
+        approve_as("approver", seen, api)
+    )
+
+    assert fast_gir.environment()["current_site"] == "DC1"
+    assert dag_run.state == "failed", "the indexes of DC1 are not being brought up to date"
+    [record] = audit_records(fast_gir)
+    assert record["outcome"] == "verified", "the switch itself is fine and recorded so"
+    assert record["catch_up"]["status"] == "no-failover-found"
+    assert "holds no failover away from DC1" in record["catch_up"]["detail"]
+    assert "/api/v2/dags/gir_es_reindex_dc1/dagRuns" in record["catch_up"]["detail"]
+    assert states(dag_run)[failover_spec.OUTCOME] == "failed"

@@ -468,8 +468,8 @@ def test_init_migrates_creates_the_admin_and_the_pools(compose):
     user = lines.index("_AIRFLOW_WWW_USER_CREATE=true /entrypoint airflow version")
     pools = lines.index("/entrypoint python -m include.gir_ops.bootstrap pools")
     assert migrate < user < pools
-    # The read-only user of AIRFLOW_CONN_GIR_AIRFLOW_API (the DAGs' check_pools), FAB only, after the admin
-    # (which makes FAB create its roles, Viewer among them).
+    # The service user of AIRFLOW_CONN_GIR_AIRFLOW_API (the DAGs' check_pools), FAB only, after the admin
+    # (which makes FAB create its roles, User among them).
     api_user = lines.index("/entrypoint python -m include.gir_ops.bootstrap airflow-api-user")
     assert user < api_user < pools
     assert lines[api_user - 2] == 'if [[ -n "$${AIRFLOW_CONN_GIR_AIRFLOW_API}" ]]; then'

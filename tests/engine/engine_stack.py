@@ -32,6 +32,7 @@ import requests
 import yaml
 
 from include.gir_ops.airflow_api import AIRFLOW_API_CONN_ID, SERVICE_USER, SIMPLE_AUTH_MANAGER_ROLE
+from include.gir_sim.notify_receiver import NotificationReceiver
 from include.gir_sim.processes import Child, StopStep, start_child, tail
 from tests.conftest import deep_merge, default_topology_dict
 
@@ -146,6 +147,7 @@ TOPOLOGY_OVERRIDES: dict[str, Any] = {
             {"id": "admin", "name": "Admin"},
         ],
         "response_timeout_minutes": 10,
+        "confirm_timeout_minutes": 10,
         "dr_monitoring_delay_seconds": 2,
         "verify_margin_seconds": 20,
     },
@@ -192,6 +194,8 @@ class EngineStack:
         self.topology_document: dict[str, Any] = {}
         self.sim_ports: dict[str, int] = {}
         self._celery: Any = None
+        # The on-call's channel: connection gir_apprise (json://127.0.0.1:<port>) posts here.
+        self.notifications = NotificationReceiver(out=self.base / "notifications.jsonl")
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -204,6 +208,7 @@ class EngineStack:
         self._write_topology()
         self._write_local_settings()
         self._generate_demo_data()
+        self.notifications.start()
         self.env = self._build_env()
         airflow = str(VENV_BIN / "airflow")
         self.run_step("db-migrate", [airflow, "db", "migrate"], timeout=300)
@@ -248,7 +253,7 @@ class EngineStack:
                 problems += step()
             except Exception as exc:
                 problems.append(f"{step.__name__} failed: {exc!r}")
-        for cleanup in (self._save_logs, self._drop_database, self._flush_redis):
+        for cleanup in (self._save_logs, self._drop_database, self._flush_redis, self.notifications.stop):
             try:
                 cleanup()
             except Exception as exc:
@@ -422,6 +427,7 @@ class EngineStack:
                 "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__API__BASE_URL": self.api_url,  # the links in notifications
                 "AIRFLOW__API__WORKERS": "1",
                 # Not on 8080: without this every task fails to reach the execution API before it starts.
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
@@ -458,7 +464,8 @@ class EngineStack:
                     "login": SERVICE_USER,
                     "password": self.airflow_api_password,
                 }
-            )
+            ),
+            "AIRFLOW_CONN_GIR_APPRISE": self.notifications.connection_json(),
         }
         keystore_conn_ids: set[str] = set()
         for dc in self.topology_document["data_centers"]:
@@ -901,12 +908,13 @@ class AirflowApi:
         chosen_options: Sequence[str],
         *,
         map_index: int = -1,
+        params_input: dict[str, Any] | None = None,
         expect: Iterable[int] = (200,),
     ) -> Any:
         return self.request(
             "PATCH",
             f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
-            json={"chosen_options": list(chosen_options), "params_input": {}},
+            json={"chosen_options": list(chosen_options), "params_input": params_input or {}},
             expect=expect,
         )
 

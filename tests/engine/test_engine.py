@@ -193,6 +193,19 @@ def test_the_unscheduled_dc_dag_is_never_scheduled_but_a_backfill_reindexes_its_
 # --- eServices failover: two-person approval through the HITL REST endpoint ---------------------------
 
 FAILOVER_DAG = "gir_eservices_failover"
+CATCH_UP_DAG = "gir_es_reindex_dc1"
+
+
+def confirm_switch(engine: EngineStack, person: Any, run_id: str) -> dict[str, Any]:
+    """Answer confirm_switch as a person would over REST: read the checklist, answer every item."""
+    person.wait_task_state(FAILOVER_DAG, run_id, "confirm_switch", ["awaiting_input"], timeout=150)
+    asked = person.hitl_detail(FAILOVER_DAG, run_id, "confirm_switch")
+    answers = {key: "done" for key in asked["params"]}
+    if "recording_processing" in answers:
+        answers["recording_processing"] = "not applicable"
+    answer = person.answer_hitl(FAILOVER_DAG, run_id, "confirm_switch", ["Confirmed"], params_input=answers)
+    assert answer["responded_by"]["id"] == "approver"
+    return asked
 
 
 def switch_posts(engine: EngineStack) -> list[dict[str, Any]]:
@@ -214,7 +227,7 @@ def audit_records(engine: EngineStack, run_id: str) -> list[dict[str, Any]]:
     return [json.loads(path.read_text(encoding="utf-8")) for path in files]
 
 
-@pytest.mark.timeout(720)
+@pytest.mark.timeout(1080)
 def test_failover_switches_once_when_another_user_approves_and_never_on_self_approval(
     engine: EngineStack,
 ) -> None:
@@ -239,6 +252,9 @@ def test_failover_switches_once_when_another_user_approves_and_never_on_self_app
     assert "not a respondent" in json.dumps(refused)
     answer = approver.answer_hitl(FAILOVER_DAG, run_id, "approve_failover", ["Approve"])
     assert answer["responded_by"]["id"] == "approver"
+    # After the switch a person confirms it and answers the follow-ups, as in the UI's Required Actions.
+    confirmed = confirm_switch(engine, approver, run_id)
+    assert list(confirmed["params"]) == ["wde_eservices_site", "recording_processing", "switch_back_plan"]
     admin.wait_run(FAILOVER_DAG, run_id, timeout=180)
 
     posts = switch_posts(engine)
@@ -254,7 +270,15 @@ def test_failover_switches_once_when_another_user_approves_and_never_on_self_app
     assert audit["outcome"] == "verified", audit["detail"]
     assert audit["triggered_by"] == "admin"
     assert audit["decision"]["chosen"] == "Approve" and audit["decision"]["by"]["id"] == "approver"
+    assert audit["confirmation"]["chosen"] == "Confirmed" and audit["confirmation"]["by"]["id"] == "approver"
+    assert [(i["key"], i["answer"]) for i in audit["confirmation"]["items"]] == [
+        ("wde_eservices_site", "done"),
+        ("recording_processing", "not applicable"),
+        ("switch_back_plan", "done"),
+    ]
+    assert audit["catch_up"]["status"] == "not-needed"
     approved_run_id = run_id
+    failover_switched_at = parse_time(audit["switch"]["switched_at"])
 
     # Run 1 again: one approval authorizes one POST. Clearing the switch (and what follows) of the
     # approved run and letting it run again must not send a second POST.
@@ -337,6 +361,83 @@ def test_failover_switches_once_when_another_user_approves_and_never_on_self_app
     assert audit["outcome"] == "not-authorized", audit["detail"]
     assert audit["decision"] is None, "the audit must not show the forged XCom as an approval"
     assert audit["switch"]["posted"] in (False, None), audit["switch"]
+
+    # Run 4: the switch back, approved by another person and confirmed: it triggers ONE catch-up re-index
+    # of the primary (gir_es_reindex_dc1) for the outage, from run 1's switch to this one, whole hours.
+    conf = {
+        "target_site": "DC1",
+        "reason": "engine test: DC1 Interaction Server restored",
+        "scenario": "interaction-server-down",
+    }
+    run_id = admin.trigger(FAILOVER_DAG, conf)["dag_run_id"]
+    admin.wait_task_state(FAILOVER_DAG, run_id, "approve_failover", ["awaiting_input"], timeout=150)
+    approver.answer_hitl(FAILOVER_DAG, run_id, "approve_failover", ["Approve"])
+    confirm_switch(engine, approver, run_id)
+    admin.wait_run(FAILOVER_DAG, run_id, timeout=180)
+    assert sim_environment(engine)["current_site"] == "DC1"
+    (audit,) = audit_records(engine, run_id)
+    assert audit["outcome"] == "verified", audit["detail"]
+    catch_up = audit["catch_up"]
+    assert catch_up["status"] == "triggered", catch_up
+    assert catch_up["dag_id"] == CATCH_UP_DAG and catch_up["outage"]["failover_run_id"] == approved_run_id
+    failover_hour = failover_switched_at.replace(minute=0, second=0, microsecond=0)
+    switched_back = parse_time(audit["switch"]["switched_at"])
+    # From the hour of run 1's switch (an hour earlier when both fall in the running hour: the re-index
+    # DAG wants from/to an hour apart) to the switch-back.
+    window_start = parse_time(catch_up["from"])
+    assert window_start in (failover_hour, failover_hour - timedelta(hours=1))
+    assert parse_time(catch_up["window"][0]) == window_start
+    assert parse_time(catch_up["to"]) in (switched_back, parse_time(catch_up["window"][1]))
+    assert "Catch-up re-index: triggered" in admin.task_log(FAILOVER_DAG, run_id, "outcome", 1)
+
+    # Other tests may have run DC1's re-index DAG (a backfill): count only runs this failover made.
+    def catch_up_runs() -> list[dict[str, Any]]:
+        return [r for r in admin.runs(CATCH_UP_DAG) if r["dag_run_id"].startswith("gir_failover_catch_up__")]
+
+    (catch_up_run,) = catch_up_runs()
+    assert catch_up_run["dag_run_id"] == catch_up["dag_run_id"] and catch_up_run["run_type"] == "manual"
+    assert catch_up_run["conf"] == {"from": catch_up["from"], "to": catch_up["to"]}
+
+    # The catch-up task cleared and run again (as a retry would): 409, still exactly one re-index run.
+    admin.request(
+        "POST",
+        f"/dags/{FAILOVER_DAG}/clearTaskInstances",
+        json={
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": ["catch_up_reindex"],
+            "only_failed": False,
+            "include_downstream": True,
+        },
+    )
+    wait_for(
+        "the cleared catch-up, audit and outcome to run again",
+        lambda: (
+            len(audit_records(engine, run_id)) == 2
+            and admin.run(FAILOVER_DAG, run_id)["state"] in ("success", "failed")
+        ),
+        timeout=180,
+    )
+    assert admin.run(FAILOVER_DAG, run_id)["state"] == "success"
+    assert audit_records(engine, run_id)[-1]["catch_up"]["status"] == "already-triggered"
+    assert [r["dag_run_id"] for r in catch_up_runs()] == [catch_up["dag_run_id"]]
+
+    # The re-index run does what it says: every hour of the outage re-indexed once more in DC1.
+    before = sim_indexed(engine, "DC1")
+    was_paused = admin.get(f"/dags/{CATCH_UP_DAG}")["is_paused"]
+    admin.unpause(CATCH_UP_DAG)
+    admin.wait_run(CATCH_UP_DAG, catch_up["dag_run_id"], timeout=180)
+    if was_paused:
+        admin.pause(CATCH_UP_DAG)
+    dc1 = next(dc for dc in engine.topology_document["data_centers"] if dc["site"] == "DC1")
+    window = hours(window_start, parse_time(catch_up["window"][1]))
+    indexed = sim_indexed(engine, "DC1")
+    for contact_center_id in dc1["rws"]["contact_centers"]:
+        old = before.get(contact_center_id, {}).get("recordings", {})
+        new = indexed[contact_center_id]["recordings"]
+        added = {hour: new[hour] - old.get(hour, 0) for hour in new if new[hour] != old.get(hour, 0)}
+        assert added == dict.fromkeys(window, 1), (contact_center_id, added)
+    assert len(switch_posts(engine)) == 2, "one failover, one switch-back"
 
     # Leave the simulated deployment as it was for the other tests.
     requests.post(f"{engine.sim_url('DC1')}/_sim/environment", json={"current_site": "DC1"}, timeout=10)

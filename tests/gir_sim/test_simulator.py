@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -126,16 +127,50 @@ def test_purge_old_drops_the_index_first() -> None:
     assert state.sites["DC1"].purges == [("625a5cf1-dea8-4e46-b18b-831d4b254488", "recordings")]
 
 
-def test_switch_takes_effect_only_after_dr_monitoring_delay() -> None:
-    clock = FakeClock()
-    state = _state(clock)
+def _site(state: SimState, env_id: str) -> str | None:
+    return state.environment_body(env_id)["genesysEnvironment"].get("eServicesSite")
+
+
+def test_switch_takes_effect_at_a_random_moment_within_dr_monitoring_delay() -> None:
+    """RWS checks eServicesSite every drMonitoringDelay seconds: the switch lands at its next tick,
+    anywhere within the delay of the POST, never after it (and not always at its very end)."""
+    moments = []
+    for seed in range(20):
+        clock = FakeClock()
+        state = SimState(
+            [("DC1", ["9a4c1e3f0b"], True), ("DC2", ["9a4c1e3f0b"], False)],
+            primary_site="DC1",
+            dr_monitoring_delay_seconds=30,
+            clock=clock,
+            rng=random.Random(seed),
+        )
+        env_id = state.environment.environment_id
+        posted_at = clock.now
+        state.multimedia_switch("DC2", env_id, {"eServicesSite": "DC2"})
+        while _site(state, env_id) == "DC1":
+            assert clock.now - posted_at <= 30, "a switch must take effect within drMonitoringDelay"
+            clock.now += 0.5
+        moments.append(clock.now - posted_at)
+        clock.now += 100
+        assert _site(state, env_id) == "DC2", "and stay"
+        assert [s["via"] for s in state.environment.switches] == ["DC2"]
+    assert max(moments) <= 30
+    assert len(set(moments)) > 5, f"the moment must vary, not always be the delay's end: {moments}"
+    assert min(moments) < 25
+
+
+def test_single_resource_is_nested_and_the_site_can_be_top_level_or_absent() -> None:
+    state = _state()
     env_id = state.environment.environment_id
-    state.multimedia_switch("DC2", env_id, {"eServicesSite": "DC2"})
-    clock.now += 29
-    assert state.environment_body(env_id)["eServicesSite"] == "DC1"
-    clock.now += 1
-    assert state.environment_body(env_id)["eServicesSite"] == "DC2"
-    assert [s["via"] for s in state.environment.switches] == ["DC2"]
+    assert state.environment_body(env_id) == {
+        "statusCode": 0,
+        "genesysEnvironment": {"id": env_id, "eServicesSite": "DC1"},
+    }
+    state.environment.site_format = "top-level"
+    assert state.environment_body(env_id) == {"statusCode": 0, "id": env_id, "eServicesSite": "DC1"}
+    state.environment.report_site = False
+    state.environment.site_format = "nested"
+    assert state.environment_body(env_id) == {"statusCode": 0, "genesysEnvironment": {"id": env_id}}
 
 
 def test_switch_refuses_unknown_site_and_environment() -> None:
@@ -178,6 +213,7 @@ def _fresh(request: pytest.FixtureRequest) -> None:
         sim.state.reset()
         sim.state.environment.current_site = "DC1"
         sim.state.environment.report_site = True
+        sim.state.environment.site_format = "nested"
 
 
 AUTH = ("ops", "s3cret")
@@ -301,16 +337,10 @@ def test_environment_is_shared_by_every_dcs_rws(simulator: GirSimulator) -> None
         "statusCode": 0
     }
     env_url = f"{OPS}/genesys-environments/{env_id}"
-    assert (
-        requests.get(f"{simulator.url('DC3')}{env_url}", auth=AUTH, timeout=5).json()["eServicesSite"]
-        == "DC1"
-    )
     time.sleep(0.35)
     for site in ("DC1", "DC2", "DC3"):
-        assert (
-            requests.get(f"{simulator.url(site)}{env_url}", auth=AUTH, timeout=5).json()["eServicesSite"]
-            == "DC2"
-        )
+        body = requests.get(f"{simulator.url(site)}{env_url}", auth=AUTH, timeout=5).json()
+        assert body["genesysEnvironment"]["eServicesSite"] == "DC2"
 
 
 def test_environment_can_hide_the_site_like_an_unknown_rws_version(simulator: GirSimulator) -> None:
@@ -318,7 +348,30 @@ def test_environment_can_hide_the_site_like_an_unknown_rws_version(simulator: Gi
     requests.post(f"{base}/_sim/environment", json={"report_site": False}, timeout=5)
     env_id = simulator.state.environment.environment_id
     body = requests.get(f"{base}{OPS}/genesys-environments/{env_id}", auth=AUTH, timeout=5).json()
-    assert body == {"statusCode": 0, "id": env_id}
+    assert body == {"statusCode": 0, "genesysEnvironment": {"id": env_id}}
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded"], ids=["none", "text", "form"]
+)
+def test_a_post_without_json_content_type_is_refused_with_415(
+    simulator: GirSimulator, content_type: str | None
+) -> None:
+    env_id = simulator.state.environment.environment_id
+    url = f"{simulator.url('DC2')}{OPS}/genesys-environments/{env_id}/multimedia-switch"
+    headers = {"Content-Type": content_type} if content_type else {}
+    before = len(simulator.state.environment.switches)
+    response = requests.post(url, data=b'{"eServicesSite": "DC2"}', headers=headers, auth=AUTH, timeout=5)
+    assert (response.status_code, response.json()["statusCode"]) == (415, 10)
+    assert len(simulator.state.environment.switches) == before, "a refused POST changes nothing"
+    accepted = requests.post(
+        url,
+        data=b'{"eServicesSite": "DC2"}',
+        headers={"Content-Type": "application/json; charset=utf-8"},
+        auth=AUTH,
+        timeout=5,
+    )
+    assert (accepted.status_code, accepted.json()) == (200, {"statusCode": 0})
 
 
 def test_unknown_ops_path_is_not_found(simulator: GirSimulator) -> None:

@@ -141,7 +141,7 @@ def test_refused_credentials_are_not_retried_and_never_shown(
         f"the Airflow API at {BASE} refused the login 'gir_pools_reader' of connection 'gir_airflow_api' "
         f"(HTTP {status} on POST /auth/token)"
     ) in str(caught.value)
-    assert "role viewer" in str(caught.value)
+    assert "role user" in str(caught.value)
     _no_secret(str(caught.value) + caplog.text)
     assert requests_mock.call_count == 1  # no pool was asked about
 
@@ -155,7 +155,7 @@ def test_a_user_without_read_access_to_pools_is_told_which_role(
     assert caught.value.retryable is False
     message = str(caught.value)
     assert "user 'gir_pools_reader' of connection 'gir_airflow_api' may not read pools (HTTP 403)" in message
-    assert "SimpleAuthManager role viewer, FAB role Viewer" in message
+    assert "SimpleAuthManager role user, FAB role User" in message
 
 
 def test_no_token_endpoint_means_the_url_is_not_the_api_server(
@@ -260,3 +260,71 @@ def test_a_hitl_detail_is_read_and_none_when_airflow_has_none(
     )
     requests_mock.get(url, status_code=404, json={"detail": "no HITL detail"})
     assert client.hitl_detail("gir_eservices_failover", RUN_ID, "approve_failover") is None
+
+
+# --- the one write: triggering a run with a run id of our choosing ---------------------------------------
+
+RUNS_URL = f"{BASE}/api/v2/dags/gir_es_reindex_dc1/dagRuns"
+
+
+def test_trigger_dag_run_posts_the_run_id_and_conf_and_409_means_it_exists(
+    client: AirflowApiClient, token: Any, requests_mock: requests_mock_module.Mocker
+) -> None:
+    run_id = "gir_failover_catch_up__manual__2026-11-20T03_00_00+00_00"
+    conf = {"from": "2026-11-20T01:00:00+00:00", "to": "2026-11-20T05:00:00+00:00"}
+    requests_mock.post(
+        RUNS_URL,
+        [
+            {"status_code": 200, "json": {"dag_run_id": run_id, "state": "queued"}},
+            {"status_code": 409, "json": {"detail": "exists"}},
+        ],
+    )
+    requests_mock.get(
+        f"{RUNS_URL}/{requests.utils.quote(run_id, safe='')}", json={"dag_run_id": run_id, "state": "running"}
+    )
+    with client:
+        assert client.trigger_dag_run("gir_es_reindex_dc1", run_id, conf, note="catch-up") == (
+            True,
+            {"dag_run_id": run_id, "state": "queued"},
+        )
+        created, existing = client.trigger_dag_run("gir_es_reindex_dc1", run_id, conf)
+    assert (created, existing["state"]) == (False, "running")
+    posts = [r for r in requests_mock.request_history if r.method == "POST" and r.url == RUNS_URL]
+    assert [p.json() for p in posts] == [
+        {"dag_run_id": run_id, "logical_date": None, "conf": conf, "note": "catch-up"},
+        {"dag_run_id": run_id, "logical_date": None, "conf": conf},
+    ]
+    assert all(p.headers["Authorization"] == f"Bearer {TOKEN}" for p in posts)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "text", "retryable"),
+    [
+        (404, AirflowApiError, "has no DAG 'gir_es_reindex_dc1' to trigger (HTTP 404)", False),
+        (
+            403,
+            AirflowApiAuthError,
+            "may not trigger gir_es_reindex_dc1 (HTTP 403); give it SimpleAuthManager "
+            "role user or FAB role User",
+            False,
+        ),
+        (503, AirflowApiError, "answered HTTP 503 to triggering", True),
+    ],
+    ids=["no-dag", "forbidden", "server-error"],
+)
+def test_trigger_dag_run_failures_say_what_to_fix(
+    client: AirflowApiClient,
+    token: Any,
+    requests_mock: requests_mock_module.Mocker,
+    *,
+    status: int,
+    error: type[Exception],
+    text: str,
+    retryable: bool,
+) -> None:
+    requests_mock.post(RUNS_URL, status_code=status, json={"detail": "nope"})
+    with client, pytest.raises(error) as caught:
+        client.trigger_dag_run("gir_es_reindex_dc1", "r1", {})
+    assert text in str(caught.value)
+    assert caught.value.retryable is retryable
+    _no_secret(str(caught.value))

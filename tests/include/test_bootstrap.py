@@ -410,7 +410,7 @@ def api_user_env(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_airflow_api_user_gives_the_simple_auth_manager_user_the_connections_password(
     api_user_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,gir_pools_reader:viewer")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,gir_pools_reader:user")
     assert bootstrap.main(["airflow-api-user"]) == 0
     out = capsys.readouterr().out
     assert "user gir_pools_reader: created (SimpleAuthManager password in" in out
@@ -424,7 +424,7 @@ def test_airflow_api_user_refuses_a_user_simple_auth_manager_does_not_list(
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
     assert bootstrap.main(["airflow-api-user"]) == 2
     assert (
-        "SimpleAuthManager has no user 'gir_pools_reader': add `gir_pools_reader:viewer` to [core] "
+        "SimpleAuthManager has no user 'gir_pools_reader': add `gir_pools_reader:user` to [core] "
         "simple_auth_manager_users"
     ) in capsys.readouterr().err
     assert not api_user_env.exists()
@@ -463,7 +463,7 @@ def test_airflow_api_user_with_fab_passes_the_password_on_stdin_only(
         "users",
         "create",
         "--role",
-        "Viewer",
+        "User",
         "--username",
         "gir_pools_reader",
         "--firstname",
@@ -573,8 +573,7 @@ def test_env_keeps_all_state_under_dot_local(run_stack: ModuleType, tmp_path: Pa
     assert env["AIRFLOW__CORE__FERNET_KEY"] == "fk"
     # gir_pools_reader: the read-only user of the DAGs' pool check (connection gir_airflow_api).
     assert (
-        env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
-        == "admin:admin,approver:admin,gir_pools_reader:viewer"
+        env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,approver:admin,gir_pools_reader:user"
     )
     assert env["PYTHONPATH"].split(os.pathsep) == [str(tmp_path), "/elsewhere"]
     assert env["PATH"].split(os.pathsep)[0] == "/venv/bin", "standalone runs `airflow` from PATH"
@@ -726,3 +725,20 @@ def test_demo_drift_switch_makes_one_keystore_differ_and_restore_undoes_it(
     assert run_stack.demo_keystores("restore-keystores", None, paths) == 0
     assert len({path.read_bytes() for path in keystores.values()}) == 1
     assert password not in capsys.readouterr().out
+
+
+def test_the_banner_shows_the_failover_steps_and_where_rws_reports_the_site(
+    run_stack: ModuleType, tmp_path: Path
+) -> None:
+    text = run_stack.banner(
+        port=8080,
+        passwords={"admin": "a", "approver": "b"},
+        simulators={"DC1": "http://127.0.0.1:18801"},
+        paths=run_stack.StackPaths.for_repo(tmp_path),
+        db_description="embedded PostgreSQL",
+        site_report="none",
+    )
+    assert "confirm_switch" in text and "data-center-lost" in text
+    assert "catch-up run of gir_es_reindex_dc1" in text
+    assert "reports eServicesSite: not at all" in text
+    assert set(run_stack.SITE_REPORT_HELP) == {"nested", "top-level", "none"}

@@ -648,3 +648,61 @@ def test_credentials_never_reach_logs_errors_or_history(
     assert PASSWORD not in everything  # ... but never written anywhere
     assert AUTH_HEADER.split()[1] not in everything
     assert "Authorization" not in everything
+
+
+# --- Content-Type on every POST, and reading the eServices site back ------------------------------------
+
+
+def test_every_post_says_content_type_json_even_when_the_connection_sets_another(
+    monkeypatch: pytest.MonkeyPatch, requests_mock: requests_mock_module.Mocker
+) -> None:
+    """RWS answers a POST without ``Content-Type: application/json`` with HTTP 415; an extra header in
+    the connection (HttpHook turns unknown extras into headers) must not replace it."""
+    _set_connection(monkeypatch, host="rws-dc2.example", port=8090, **{"Content-Type": "text/plain"})
+    env = "5f0c2d6e-1b7a-4c1e-9d3f-2a8b7c6d5e4f"
+    switch_url = f"{BASE}/api/v2/ops/genesys-environments/{env}/multimedia-switch"
+    requests_mock.post(switch_url, **gws(0))
+    requests_mock.post(FORCE_INDEX_URL, **gws(0))
+    with RwsClient("DC2", CONN_ID) as client:
+        client.multimedia_switch(env, "DC2")
+        force_index(client)
+    sent = requests_mock.request_history
+    assert [r.headers["Content-Type"] for r in sent] == ["application/json", "application/json"]
+    assert sent[0].json() == {"eServicesSite": "DC2"}
+
+
+@pytest.mark.parametrize(
+    ("body", "site_field", "expected"),
+    [
+        ({"statusCode": 0, "genesysEnvironment": {"id": "e", "eServicesSite": "DC2"}}, None, "DC2"),
+        ({"statusCode": 0, "id": "e", "eServicesSite": "DC2"}, None, "DC2"),
+        ({"statusCode": 0, "genesysEnvironment": {"id": "e"}}, None, None),
+        ({"statusCode": 0, "id": "e"}, None, None),
+        ({"statusCode": 0, "a": {"eServicesSite": "DC1"}, "b": {"eServicesSite": "DC2"}}, None, None),
+        ({"statusCode": 0, "genesysEnvironment": {"eServicesSite": ""}}, None, None),
+        ({"statusCode": 0, "genesysEnvironment": {"eServicesSite": 3}}, None, None),
+        ({"statusCode": 0, "env": {"settings": {"site": "DC3"}}}, "env.settings.site", "DC3"),
+        ({"statusCode": 0, "eServicesSite": "DC1", "env": {}}, "env.settings.site", None),
+        ({"statusCode": 0, "env": "flat"}, "env.site", None),
+        ("not json", None, None),
+    ],
+    ids=[
+        "nested",
+        "top-level",
+        "nested-absent",
+        "top-level-absent",
+        "two-nested-objects-ambiguous",
+        "empty",
+        "not-text",
+        "site-field",
+        "site-field-only-that-path",
+        "site-field-through-text",
+        "no-object",
+    ],
+)
+def test_eservices_site_is_read_top_level_or_nested_or_at_the_configured_path(
+    body: Any, site_field: str | None, expected: str | None
+) -> None:
+    from include.gir_ops.rws import eservices_site_of
+
+    assert eservices_site_of(body, site_field) == expected

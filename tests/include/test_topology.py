@@ -161,6 +161,13 @@ def test_environment_references_are_expanded(monkeypatch: pytest.MonkeyPatch) ->
         (("failover", "audit_log"), "/no/scheme", r"failover\.audit_log: '/no/scheme' is not a storage URL"),
         (("failover", "approvers"), [], r"failover\.approvers: .*fix: add at least one entry"),
         (
+            ("failover", "site_field"),
+            "genesysEnvironment..eServicesSite",
+            r"failover\.site_field: site_field 'genesysEnvironment\.\.eServicesSite' is not a dotted path "
+            r"of JSON keys; fix: .*e\.g\. genesysEnvironment\.eServicesSite",
+        ),
+        (("failover", "site_field"), "a/b", r"failover\.site_field: .*is not a dotted path"),
+        (
             ("keystore_check",),
             {"reference": "rcs-nowhere"},
             r"keystore_check\.reference: RCS instance 'rcs-nowhere'",
@@ -456,6 +463,16 @@ def test_credentials_from_a_gir_variable_are_refused_too(monkeypatch: pytest.Mon
 )
 def test_urls_without_credentials_stay_accepted(url: str) -> None:
     assert parse_topology(_with(("shipping", "destination"), url), "t.yaml").shipping.destination == url
+
+
+def test_failover_site_field_is_optional_and_dotted() -> None:
+    from include.gir_ops.topology import FailoverSettings
+
+    base = {"approvers": [{"id": "approver"}], "audit_log": "file:///tmp/audit"}
+    assert FailoverSettings.model_validate(base).site_field is None
+    assert FailoverSettings.model_validate(base).confirm_timeout_minutes == 30
+    settings = FailoverSettings.model_validate({**base, "site_field": "genesysEnvironment.eServicesSite"})
+    assert settings.site_field == "genesysEnvironment.eServicesSite"
 
 
 def test_the_shipping_bandwidth_limit_is_optional_and_read_in_megabits() -> None:

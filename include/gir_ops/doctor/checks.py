@@ -632,12 +632,11 @@ def path_rows(
 # --- notifications ----------------------------------------------------------------------------------------
 
 
-def notification_rows() -> list[Row]:
-    """Notification channels accept a test message: a hook for the notifications feature.
+def notification_rows(topology: Topology) -> list[Row]:
+    """Notification channels accept a test message: the notifications feature's own ``doctor_rows``.
 
-    When ``include.gir_ops.notifications`` exists and offers ``doctor_rows() -> list[dict]`` (check,
-    status, result, fix), its rows are the answer; until then the row says notifications are not
-    configured.
+    ``include.gir_ops.notifications.doctor_rows(topology) -> list[dict]`` (check, status, result, fix) sends
+    a real test message through each configured channel.
     """
     import importlib
 
@@ -655,7 +654,9 @@ def notification_rows() -> list[Row]:
                 "and in Airflow's own alerting only",
             )
         ]
-    return _safely("notifications", "see the notifications docs", lambda: [Row.from_dict(r) for r in hook()])
+    return _safely(
+        "notifications", "see the notifications docs", lambda: [Row.from_dict(r) for r in hook(topology)]
+    )
 
 
 # --- all of them ----------------------------------------------------------------------------------------
@@ -690,5 +691,5 @@ def worker_rows(
         client.close()
     rows += _safely("audit log", "", lambda: [audit_log_row(topology)])
     rows += path_rows(checked_paths(topology), where)
-    rows += notification_rows()
+    rows += notification_rows(topology)
     return rows

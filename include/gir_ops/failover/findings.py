@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from include.gir_ops.failover.spec import failover_settings
+from include.gir_ops.failover.spec import INTERACTION_SERVER_ONLY, SCENARIOS, failover_settings
 from include.gir_ops.shared import format_age, iso_utc
 from include.gir_ops.topology import Topology
 
@@ -183,9 +183,16 @@ def approval_text(record: Mapping[str, Any], topology: Topology) -> tuple[str, s
     dry = " (DRY RUN)" if request["dry_run"] else ""
     subject = f"eServices failover {current} → {target}{dry}: approve the multimedia-switch?"
     ticket = request.get("change_ticket")
+    scenario = request.get("scenario") or INTERACTION_SERVER_ONLY
     lines = [
         f"## eServices failover: {current} → {target}{dry}",
         "",
+        f"**Scenario:** `{scenario}`: {SCENARIOS.get(scenario, '?')}"
+        + (
+            " (follow-ups: WDE only; no SRS redirection, SpeechMiner promotion or processing move)  "
+            if scenario == INTERACTION_SERVER_ONLY
+            else " (follow-ups include SRS redirection, SpeechMiner promotion, processing in the target)  "
+        ),
         f"**Triggered by:** `{(request.get('triggered_by') or 'unknown').replace('`', '')}`  ",
         f"**Change ticket:** {('`' + ticket.replace('`', '') + '`') if ticket else 'none'}  ",
         f"**Genesys environment:** `{record.get('environment_id')}`",
@@ -219,6 +226,13 @@ def approval_text(record: Mapping[str, Any], topology: Topology) -> tuple[str, s
         site = node["eServicesSite"] or ("not reported" if node["answered"] else "—")
         lines.append(f"| {node['site']}{role} | {answered} | {site} |")
     lines += ["", *(f"- {f['text']}" for f in (record["keystore"], record["backup"]))]
+    if record.get("readiness"):
+        lines += [
+            "",
+            "### Readiness (must be in place before the switch)",
+            "",
+            *(f"- {r}" for r in record["readiness"]),
+        ]
     if record["warnings"]:
         lines += ["", "### Warnings", "", *(f"- ⚠ {w}" for w in record["warnings"])]
     return subject, "\n".join(lines)
@@ -236,12 +250,15 @@ def preflight_warnings(record: Mapping[str, Any]) -> list[str]:
         warnings.append(f"RWS nodes disagree on the eServices site: {record['reported']}")
     elif not record["site_reported"]:
         warnings.append(
-            "RWS does not report eServicesSite: pre-flight cannot tell whether "
-            f"{request['target_site']} is already current, and the switch will be recorded as unverified"
+            "RWS does not report eServicesSite (set failover.site_field if it is elsewhere in the answer): "
+            f"pre-flight cannot tell whether {request['target_site']} is already current (nothing is "
+            "assumed), and the switch will be recorded as unverified unless a person confirms it "
+            "(confirm_switch)"
         )
     for finding in (record["keystore"], record["backup"]):
         if finding["level"] != "ok":
             warnings.append(finding["text"])
+    warnings += [f"readiness: {item}" for item in record.get("readiness") or []]
     if request["dry_run"]:
         warnings.append("dry run: nothing will be POSTed")
     return warnings

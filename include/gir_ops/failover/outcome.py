@@ -8,14 +8,16 @@ authorized (or refused) the switch, ``authorization.judge_approval``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from include.gir_ops.failover.authorization import judge_approval
+from include.gir_ops.failover import checklist
+from include.gir_ops.failover.authorization import judge_approval, user_label
 from include.gir_ops.failover.spec import (
     APPROVE_FAILOVER,
-    DAG_ID,
+    CONFIRM,
+    CONFIRMED_OPTION,
+    INTERACTION_SERVER_ONLY,
     PREFLIGHT,
     RECHECK,
     SWITCH,
@@ -23,7 +25,8 @@ from include.gir_ops.failover.spec import (
     Outcome,
     Verdict,
 )
-from include.gir_ops.failover.triggers import UNVERIFIED, VERIFIED
+from include.gir_ops.failover.triggers import NOT_SWITCHED, UNVERIFIED, VERIFIED
+from include.gir_ops.shared import OPS_API, iso_utc
 from include.gir_ops.topology import Topology
 
 
@@ -41,6 +44,7 @@ def decide_outcome(  # noqa: PLR0911, PLR0912 - a decision table, read top to bo
     switch: Mapping[str, Any] | None,
     verification: Mapping[str, Any] | None,
     states: Mapping[str, Any],
+    confirmation: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """What happened, from what each step recorded (and the task states where a step left no record).
 
@@ -95,7 +99,30 @@ def decide_outcome(  # noqa: PLR0911, PLR0912 - a decision table, read top to bo
         return Verdict(Outcome.DRY_RUN, switch["detail"])
     if not switch.get("posted"):
         return _not_posted(switch, states)
-    return _posted(switch, verification or {}, states)
+    return _posted(switch, verification or {}, states, confirmation)
+
+
+def confirmed_by(confirmation: Mapping[str, Any] | None) -> str | None:
+    """Who confirmed the switch and when, if a person chose "Confirmed" (a timeout answers nobody)."""
+    if not confirmation or not confirmation.get("response_received"):
+        return None
+    responder = confirmation.get("responded_by_user")
+    if not responder or list(confirmation.get("chosen_options") or []) != [CONFIRMED_OPTION]:
+        return None
+    return f"{user_label(responder)} at {iso_utc(confirmation.get('responded_at'))}"
+
+
+def check_by_hand(switch: Mapping[str, Any]) -> str:
+    """What to check when neither RWS nor a person confirmed the switch."""
+    environment = switch.get("environment_id") or "<environment id>"
+    target = switch.get("target_site") or "<target>"
+    return (
+        "Check by hand: `curl -u <ops user> "
+        f"http://<RWS>:<port>{OPS_API}/genesys-environments/{environment}` "
+        f"on each RWS (if it reports eServicesSite, it must be {target}; set failover.site_field if it is "
+        f"elsewhere in the answer), and that agent desktops (WDE) reach the eServices of {target}. Do not "
+        "trigger another switch blindly: RWS accepted this one"
+    )
 
 
 def _not_posted(switch: Mapping[str, Any], states: Mapping[str, Any]) -> Verdict:
@@ -121,14 +148,14 @@ def _not_posted(switch: Mapping[str, Any], states: Mapping[str, Any]) -> Verdict
     )
 
 
-def _posted(switch: Mapping[str, Any], verification: Mapping[str, Any], states: Mapping[str, Any]) -> Verdict:
-    """A POST reached RWS: verification decides whether it took effect."""
-    if not verification:
-        return Verdict(
-            Outcome.UNVERIFIED,
-            f"{switch.get('detail')}; verification did not complete (verify_switch "
-            f"{states.get(VERIFY) or 'did not run'}): check the site by hand",
-        )
+def _posted(
+    switch: Mapping[str, Any],
+    verification: Mapping[str, Any],
+    states: Mapping[str, Any],
+    confirmation: Mapping[str, Any] | None = None,
+) -> Verdict:
+    """A POST reached RWS: verification decides whether it took effect, else a person's confirmation."""
+    person = confirmed_by(confirmation)
     result = verification.get("outcome")
     if result == VERIFIED:
         lost = (
@@ -136,7 +163,25 @@ def _posted(switch: Mapping[str, Any], verification: Mapping[str, Any], states: 
             if switch.get("answer") == "lost"
             else ""
         )
-        return Verdict(Outcome.VERIFIED, f"{switch.get('detail')}; {verification.get('detail')}{lost}")
+        also = f"; also confirmed by {person}" if person else ""
+        return Verdict(Outcome.VERIFIED, f"{switch.get('detail')}; {verification.get('detail')}{lost}{also}")
+    if person and result != NOT_SWITCHED:
+        seen = verification.get("detail") or f"verify_switch {states.get(VERIFY) or 'did not run'}"
+        return Verdict(
+            Outcome.CONFIRMED,
+            f"{switch.get('detail')}; RWS did not confirm it ({seen}); confirmed by hand by {person}",
+        )
+    nobody = (
+        " and nobody confirmed it under Required Actions (confirm_switch) in time"
+        if states.get(CONFIRM) != "skipped"
+        else ""
+    )
+    if not verification:
+        return Verdict(
+            Outcome.UNVERIFIED,
+            f"{switch.get('detail')}; verification did not complete (verify_switch "
+            f"{states.get(VERIFY) or 'did not run'}){nobody}. {check_by_hand(switch)}",
+        )
     if switch.get("answer") == "lost":
         return Verdict(
             Outcome.SWITCH_UNKNOWN,
@@ -146,8 +191,8 @@ def _posted(switch: Mapping[str, Any], verification: Mapping[str, Any], states: 
     if result == UNVERIFIED or switch.get("answer") == "unknown":
         return Verdict(
             Outcome.UNVERIFIED,
-            f"{switch.get('detail')}; NOT verified: {verification.get('detail')}. Check the eServices site "
-            "by hand",
+            f"{switch.get('detail')}; NOT verified: {verification.get('detail')}{nobody}. "
+            f"{check_by_hand(switch)}",
         )
     return Verdict(
         Outcome.VERIFY_FAILED,
@@ -158,61 +203,24 @@ def _posted(switch: Mapping[str, Any], verification: Mapping[str, Any], states: 
 # --- what follows by hand -------------------------------------------------------------------------------
 
 
-def switch_back_command(topology: Topology, change_ticket: str | None = None) -> str:
-    """The REST API call that triggers the switch-back as the signed-in user (a CLI trigger cannot switch:
-    it records the OS user, which proves nobody)."""
-    conf = {
-        "target_site": topology.primary_site,
-        "reason": f"{topology.primary_site} repaired: switching eServices back",
-        "change_ticket": change_ticket or "<ticket>",
-    }
-    body = json.dumps({"logical_date": None, "conf": conf})
-    return (
-        f'curl -X POST "$AIRFLOW_URL/api/v2/dags/{DAG_ID}/dagRuns" -H "Authorization: Bearer $MY_TOKEN" '
-        f"-H 'Content-Type: application/json' -d '{body}'"
-    )
+def switch_back_command(
+    topology: Topology, change_ticket: str | None = None, scenario: str = INTERACTION_SERVER_ONLY
+) -> str:
+    """The REST API call that triggers the switch-back (``checklist.switch_back_command``)."""
+    return checklist.switch_back_command(topology, change_ticket, scenario)
 
 
 def follow_ups(
-    topology: Topology, target_site: str, *, backup_name: str | None = None, change_ticket: str | None = None
+    topology: Topology,
+    target_site: str,
+    *,
+    backup: Mapping[str, Any] | None = None,
+    backup_name: str | None = None,
+    change_ticket: str | None = None,
+    scenario: str = INTERACTION_SERVER_ONLY,
 ) -> list[str]:
-    """What the guide says must follow by hand once RWS uses ``target_site``, and how to switch back."""
-    items = [
-        "Workspace Desktop Edition: set [interaction-workspace] disaster-recovery.eservices-site = "
-        f"{target_site} in the WDE application object, so agent desktops use the same eServices site as RWS.",
-    ]
-    if any(dc.rws.screen_recording for dc in topology.data_centers):
-        items.append(
-            f"Screen Recording Service: make SRS connect to the RWS nodes of {target_site}. With WDE >= "
-            "8.5.118.10 and SRS >= 8.5.340.97, check [interaction-workspace] screen-recording.htcc.peer_uri; "
-            "with older versions re-submit the data center address from the agent desktop, update the RWS "
-            "DNS name, or redirect the HTTP load balancer."
-        )
-    shipping = topology.shipping
-    if shipping is not None and target_site == shipping.to_site:
-        items.append(
-            f"SpeechMiner: promote the backup index in {target_site} to the primary instance (SMConfig > "
-            f"Index), from the newest verified backup {backup_name or '(see the pre-flight findings)'} under "
-            f"{shipping.destination}."
-        )
-    elif shipping is not None and target_site == shipping.from_site:
-        items.append(
-            f"SpeechMiner: make the index in {target_site} the primary instance again (SMConfig > Index) and "
-            f"check that the Daily Index Backup to {shipping.to_site} resumes."
-        )
-    elif shipping is not None:
-        items.append(
-            f"SpeechMiner: no index backup is shipped to {target_site}; SpeechMiner stays where it runs "
-            f"({shipping.from_site}, backup in {shipping.to_site})."
-        )
-    if target_site != topology.primary_site:
-        items.append(
-            f"Switch back when {topology.primary_site} is repaired, with the same DAG: in the UI, Trigger "
-            f"gir_eservices_failover with target_site={topology.primary_site} and a reason, then have "
-            "another approver approve it under Required Actions; or through the REST API as yourself "
-            "(token from POST /auth/token): "
-            f"{switch_back_command(topology, change_ticket)}"
-        )
-    else:
-        items.append(f"This run switched back to the primary {target_site}: no further switch is needed.")
-    return items
+    """What must follow by hand once RWS uses ``target_site``, for the scenario: the checklist's texts."""
+    if backup is None and backup_name is not None:
+        backup = {"backup_name": backup_name}
+    items = checklist.checklist(topology, target_site, scenario, backup=backup, change_ticket=change_ticket)
+    return [item.text for item in items]

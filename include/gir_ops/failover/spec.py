@@ -20,8 +20,20 @@ from include.gir_ops.topology import FailoverSettings, Topology, TopologyError
 
 DAG_ID = "gir_eservices_failover"
 APPROVE, REJECT = "Approve", "Reject"
-PARAM_KEYS = ("target_site", "reason", "change_ticket", "dry_run")
+PARAM_KEYS = ("target_site", "reason", "change_ticket", "dry_run", "scenario")
 MIN_REASON_LENGTH = 10
+
+# The first decision of an incident (trigger param ``scenario``): the follow-ups differ. SRS redirection,
+# SpeechMiner promotion and moving the recording processing are whole-DC steps: with only the
+# Interaction Server down, the primary's instances still run and doing them would create a second primary.
+INTERACTION_SERVER_ONLY, WHOLE_DC = "interaction-server-down", "data-center-lost"
+SCENARIOS = {
+    INTERACTION_SERVER_ONLY: "the Interaction Server is down, the rest of the data center works",
+    WHOLE_DC: "the whole data center is lost (or must be left)",
+}
+# The answers of the human step after the switch (``confirm_switch``).
+CONFIRMED_OPTION, NOT_CONFIRMED_OPTION = "Confirmed", "Not confirmed"
+CHECKLIST_ANSWERS = ("done", "not done", "not applicable")
 
 # Task ids, shared by the DAG file, the steps, the audit and the tests.
 PREFLIGHT, APPROVAL_NEEDED, APPROVE_FAILOVER = "preflight", "approval_needed", "approve_failover"
@@ -32,6 +44,7 @@ RECHECK, SWITCH, VERIFY, AUDIT, OUTCOME = (
     "audit",
     "outcome",
 )
+CONFIRM, CATCH_UP = "confirm_switch", "catch_up_reindex"
 TASK_IDS = (
     CHECK_POOLS,
     PREFLIGHT,
@@ -40,6 +53,8 @@ TASK_IDS = (
     RECHECK,
     SWITCH,
     VERIFY,
+    CONFIRM,
+    CATCH_UP,
     AUDIT,
     OUTCOME,
 )
@@ -51,6 +66,8 @@ class Outcome(StrEnum):
     """How a run ended, as the audit record and the ``outcome`` task name it (the values are the contract)."""
 
     VERIFIED = "verified"
+    # RWS did not report the site, a person confirmed the switch by hand (confirm_switch).
+    CONFIRMED = "confirmed"
     ALREADY_CURRENT = "already-current"
     DRY_RUN = "dry-run"
     SITE_CHANGED = "site-changed"
@@ -67,8 +84,9 @@ class Outcome(StrEnum):
 
     @property
     def ok(self) -> bool:
-        """The run succeeds only for these: switched and seen, nothing to switch, or a dry run."""
-        return self in (Outcome.VERIFIED, Outcome.ALREADY_CURRENT, Outcome.DRY_RUN)
+        """The run succeeds only for these: switched and seen (by RWS or a person), nothing to switch, or a
+        dry run."""
+        return self in (Outcome.VERIFIED, Outcome.CONFIRMED, Outcome.ALREADY_CURRENT, Outcome.DRY_RUN)
 
 
 @dataclass(frozen=True)
@@ -149,6 +167,18 @@ def trigger_params(topology: Topology) -> dict[str, Any]:
             type="boolean",
             title="Dry run",
             description="Do everything except the multimedia-switch POST (pre-flight, approval, audit).",
+        ),
+        "scenario": trigger_param(
+            INTERACTION_SERVER_ONLY,
+            type="string",
+            enum=list(SCENARIOS),
+            title="Scenario",
+            description=(
+                f"{INTERACTION_SERVER_ONLY}: {SCENARIOS[INTERACTION_SERVER_ONLY]} (follow-ups: WDE only). "
+                f"{WHOLE_DC}: {SCENARIOS[WHOLE_DC]} (also SRS redirection, SpeechMiner promotion and "
+                "recording processing in the target). Never pick the whole-DC set while the primary still "
+                "runs: it would create a second primary. When switching back, the scenario of the outage."
+            ),
         ),
     }
 

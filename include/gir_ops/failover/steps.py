@@ -40,6 +40,7 @@ from include.gir_ops.failover.authorization import (
     refuse_untrusted_trigger,
     trigger_path,
 )
+from include.gir_ops.failover.checklist import readiness_items
 from include.gir_ops.failover.findings import (
     approval_text,
     backup_finding,
@@ -48,10 +49,12 @@ from include.gir_ops.failover.findings import (
     preflight_warnings,
 )
 from include.gir_ops.failover.spec import (
+    INTERACTION_SERVER_ONLY,
     MIN_REASON_LENGTH,
     PARAM_KEYS,
     PREFLIGHT,
     RECHECK,
+    SCENARIOS,
     FailoverRefused,
     Outcome,
     failover_settings,
@@ -64,6 +67,7 @@ from include.gir_ops.failover.survey import (
     ordered_sites,
     scrub,
     site_decision,
+    site_field_of,
     survey_rws,
 )
 from include.gir_ops.keystore.spec import RCS_KEYSTORE_CHECK_ASSET
@@ -132,6 +136,7 @@ class FailoverRequest:
     change_ticket: str | None
     dry_run: bool
     triggered_by: str | None
+    scenario: str = INTERACTION_SERVER_ONLY
 
 
 def read_request(
@@ -163,7 +168,14 @@ def read_request(
     if not isinstance(dry_run, bool):
         raise FailoverRefused(Outcome.PREFLIGHT_FAILED, f"dry_run must be true or false, not {dry_run!r}")
     ticket = str(params.get("change_ticket") or "").strip() or None
-    return FailoverRequest(target, reason, ticket, dry_run, (triggered_by or "").strip() or None)
+    scenario = params.get("scenario", INTERACTION_SERVER_ONLY)
+    if scenario not in SCENARIOS:
+        raise FailoverRefused(
+            Outcome.PREFLIGHT_FAILED,
+            f"scenario {scenario!r} is not one of {list(SCENARIOS)}: choose whether only the Interaction "
+            "Server is down or the whole data center is lost",
+        )
+    return FailoverRequest(target, reason, ticket, dry_run, (triggered_by or "").strip() or None, scenario)
 
 
 # --- 1. pre-flight ----------------------------------------------------------------------------------------
@@ -188,6 +200,7 @@ def run_preflight(context: Mapping[str, Any]) -> None:
             asset = speechminer_backup_asset(topology.shipping.to_site)
             backup_event, backup_error = latest_event(context["inlet_events"], asset)
         record["backup"] = backup_finding(backup_event, topology, request.target_site, now, backup_error)
+        record["readiness"] = readiness_items(topology, request.target_site, request.scenario)
         record["warnings"] = preflight_warnings(record)
         record["already_current"] = survey["current_site"] == request.target_site
         record["approval_subject"], record["approval_body"] = approval_text(record, topology)
@@ -306,7 +319,9 @@ def switch_through_first_rws(
     record, answers = step.record, step.answers
     skipped: list[str] = []
     for dc in ordered_sites(topology, target):
-        node = observe_node(dc, target_site=target, phase="switch", answers=answers)
+        node = observe_node(
+            dc, target_site=target, phase="switch", answers=answers, site_field=site_field_of(topology)
+        )
         if not node["answered"]:
             skipped.append(f"{dc.site}: {node['error']}")
             continue

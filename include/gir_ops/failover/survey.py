@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from include.gir_ops.failover.spec import FailoverRefused, Outcome
-from include.gir_ops.rws import RetryPolicy, RwsAnswer, RwsClient, RwsError
+from include.gir_ops.rws import RetryPolicy, RwsAnswer, RwsClient, RwsError, eservices_site_of
 from include.gir_ops.shared import OPS_API, iso_utc
 from include.gir_ops.topology import DataCenter, Topology
 
@@ -31,6 +31,11 @@ def scrub(text: str) -> str:
 
 class RwsSurveyError(RuntimeError):
     """No RWS answered at all: possibly transient, so the task may be retried."""
+
+
+def site_field_of(topology: Topology) -> str | None:
+    """``failover.site_field``: where RWS reports the site (None: top level or nested resource)."""
+    return topology.failover.site_field if topology.failover is not None else None
 
 
 def ordered_sites(topology: Topology, target_site: str) -> list[DataCenter]:
@@ -66,9 +71,18 @@ def error_entry(phase: str, site: str, method: str, path: str, exc: RwsError) ->
 
 
 def observe_node(
-    dc: DataCenter, *, target_site: str, phase: str, answers: list[dict[str, Any]]
+    dc: DataCenter,
+    *,
+    target_site: str,
+    phase: str,
+    answers: list[dict[str, Any]],
+    site_field: str | None = None,
 ) -> dict[str, Any]:
-    """Ask one DC's RWS which genesys environments exist and which eServices site it reports."""
+    """Ask one DC's RWS which genesys environments exist and which eServices site it reports.
+
+    The site is read by ``rws.eservices_site_of``: at ``site_field`` (``failover.site_field``) when the
+    topology names it, else at the top level or inside the nested resource; None when not reported.
+    """
     observation: dict[str, Any] = {
         "site": dc.site,
         "role": "target" if dc.site == target_site else "other",
@@ -98,8 +112,7 @@ def observe_node(
             observation.update(answered=False, error=scrub(str(exc)))
             return observation
         answers.append(answer_entry(phase, dc.site, environment))
-        reported = environment.body.get("eServicesSite")
-        observation["eServicesSite"] = reported if isinstance(reported, str) and reported else None
+        observation["eServicesSite"] = eservices_site_of(environment.body, site_field)
     return observation
 
 
@@ -108,7 +121,9 @@ def survey_rws(
 ) -> dict[str, Any]:
     """Every DC's RWS (target first): reachability, the environment ID and the eServices site reported."""
     nodes = [
-        observe_node(dc, target_site=target_site, phase=phase, answers=answers)
+        observe_node(
+            dc, target_site=target_site, phase=phase, answers=answers, site_field=site_field_of(topology)
+        )
         for dc in ordered_sites(topology, target_site)
     ]
     answering = [n for n in nodes if n["answered"]]

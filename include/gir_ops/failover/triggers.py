@@ -7,9 +7,11 @@ which runs in the triggerer and polls ``GET /api/v2/ops/genesys-environments/{id
 never POSTs: a triggerer restart re-runs it from its serialized arguments, and repeating a GET is harmless
 (a deferred POST could be sent twice). The verdict comes from :func:`judge_verification`, a pure function.
 
-Public docs do not show whether that GET body carries ``eServicesSite``. When no RWS reports it, the
-trigger waits ``drMonitoringDelay`` and then calls the switch ``unverified``: it never claims success
-it could not see.
+Public docs do not show whether that GET body carries ``eServicesSite``: it is read at the top level,
+inside the nested resource (GWS: ``{"statusCode": 0, "genesysEnvironment": {...}}``) or at the
+topology's ``failover.site_field`` (``rws.eservices_site_of``). When no RWS reports it, the trigger waits
+``drMonitoringDelay`` and then calls the switch ``unverified``: it never claims success it could not
+see; the person's confirmation (``confirm_switch``) may then make it ``confirmed``.
 
 The triggerer imports the trigger as ``include.gir_ops.failover.triggers.EServicesSiteTrigger`` (triggers
 stored under the old path ``include.gir_ops.failover_triggers`` still load).
@@ -91,8 +93,10 @@ class EServicesSiteTrigger(BaseTrigger):
         dr_monitoring_delay_seconds: float,
         verify_margin_seconds: float,
         poll_interval_seconds: float = 5.0,
+        site_field: str | None = None,
     ) -> None:
         super().__init__()
+        self.site_field = site_field
         self.rws_nodes = [{"site": n["site"], "conn_id": n["conn_id"]} for n in rws_nodes]
         self.environment_id = environment_id
         self.target_site = target_site
@@ -112,6 +116,7 @@ class EServicesSiteTrigger(BaseTrigger):
                 "dr_monitoring_delay_seconds": self.dr_monitoring_delay_seconds,
                 "verify_margin_seconds": self.verify_margin_seconds,
                 "poll_interval_seconds": self.poll_interval_seconds,
+                "site_field": self.site_field,
             },
         )
 
@@ -152,8 +157,10 @@ class EServicesSiteTrigger(BaseTrigger):
             return observation
         observation["statusCode"] = body["statusCode"]
         observation["ok"] = 200 <= observation["http_status"] < 300 and body["statusCode"] == 0
-        reported = body.get("eServicesSite")
-        observation["eServicesSite"] = reported if isinstance(reported, str) and reported else None
+        # Imported here: the DAG file imports this module while it is parsed, and must not load the client.
+        from include.gir_ops.rws import eservices_site_of
+
+        observation["eServicesSite"] = eservices_site_of(body, self.site_field)
         return observation
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

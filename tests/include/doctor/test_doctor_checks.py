@@ -353,9 +353,59 @@ def test_checked_paths_are_the_speechminer_folders_and_every_keystore() -> None:
     ]
 
 
-def test_notifications_say_not_configured_until_a_channel_exists() -> None:
-    [row] = checks.notification_rows()
-    assert row.status is Status.NOT_CONFIGURED
+def test_notifications_say_not_configured_without_a_notifications_section(tmp_path: Path) -> None:
+    document = default_topology_dict()
+    document.pop("notifications", None)
+    topology = parse_topology(yaml.safe_dump(document), str(tmp_path / "t.yaml"))
+    [row] = checks.notification_rows(topology)
+    assert row.status is Status.NOT_CONFIGURED and "notifications" in row.fix
+
+
+def test_each_notification_channel_takes_a_real_test_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two channels (the default one and an event routed to its own connection): both get a message."""
+    from include.gir_sim.notify_receiver import NotificationReceiver
+
+    document = default_topology_dict()
+    document["notifications"] = {"conn_id": "gir_apprise", "deadline_missed": {"conn_id": "gir_apprise_late"}}
+    topology = parse_topology(yaml.safe_dump(document), str(tmp_path / "t.yaml"))
+    with NotificationReceiver() as oncall, NotificationReceiver() as late:
+        monkeypatch.setenv("AIRFLOW_CONN_GIR_APPRISE", oncall.connection_json())
+        monkeypatch.setenv("AIRFLOW_CONN_GIR_APPRISE_LATE", late.connection_json())
+        rows = checks.notification_rows(topology)
+        assert [(r.check, r.status) for r in rows] == [
+            ("notifications gir_apprise", Status.OK),
+            ("notifications gir_apprise_late", Status.OK),
+        ]
+        deadline = time.monotonic() + 20
+        while (not oncall.received() or not late.received()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "gir_doctor" in oncall.received()[0]["title"]
+        assert "deadline_missed" in late.received()[0]["message"]
+        assert "deadline_missed" not in oncall.received()[0]["message"]
+
+
+def test_a_channel_that_refuses_the_test_message_is_a_named_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import socket
+
+    with socket.socket() as probe:  # a loopback port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GIR_APPRISE",
+        json.dumps({"conn_type": "apprise", "extra": {"config": {"path": f"json://127.0.0.1:{port}"}}}),
+    )
+    document = default_topology_dict()
+    document["notifications"] = {"conn_id": "gir_apprise"}
+    topology = parse_topology(yaml.safe_dump(document), str(tmp_path / "t.yaml"))
+    [row] = checks.notification_rows(topology)
+    assert row.status is Status.FAIL
+    assert row.check == "notifications gir_apprise" and "run_failed" in row.result
+    assert "gir_apprise" in row.fix
 
 
 # --- the report -------------------------------------------------------------------------------------------

@@ -11,7 +11,25 @@ from include.gir_ops.failover import authorization, outcome
 from include.gir_ops.failover.spec import FailoverRefused, Outcome, Verdict
 from include.gir_ops.failover.triggers import NOT_SWITCHED, UNVERIFIED, VERIFIED
 from include.gir_ops.topology import load_topology
-from tests.include.failover.failover_support import APPROVERS, approved, decision, preflight_record
+from tests.include.failover.failover_support import (
+    APPROVERS,
+    NOW,
+    approved,
+    decision,
+    preflight_record,
+)
+
+
+def confirmed(chosen: str = "Confirmed", by: str | None = "approver") -> dict[str, Any]:
+    """A confirm_switch answer as Airflow's HITL record holds it."""
+    return {
+        "response_received": True,
+        "chosen_options": [chosen],
+        "params_input": {"wde_eservices_site": "done"},
+        "responded_by_user": {"id": by, "name": by} if by else None,
+        "responded_at": NOW.isoformat(),
+    }
+
 
 # --- the outcome table ---------------------------------------------------------------------------------
 
@@ -57,6 +75,36 @@ def verdict_of(**steps: Any) -> Verdict:
             False,
         ),
         ({"switch": {"posted": True, "answer": "lost"}}, "verified", True),
+        # RWS does not report the site: a person's confirmation (Airflow's HITL record) decides.
+        (
+            {"verification": {"outcome": UNVERIFIED, "detail": "no site"}, "confirmation": confirmed()},
+            "confirmed",
+            True,
+        ),
+        (
+            {"verification": None, "states": {"verify_switch": "failed"}, "confirmation": confirmed()},
+            "confirmed",
+            True,
+        ),
+        (
+            {
+                "switch": {"posted": True, "answer": "lost"},
+                "verification": {"outcome": UNVERIFIED},
+                "confirmation": confirmed(),
+            },
+            "confirmed",
+            True,
+        ),
+        (
+            {"verification": {"outcome": UNVERIFIED}, "confirmation": confirmed("Not confirmed")},
+            "unverified",
+            False,
+        ),
+        # No answer in time: Airflow writes the default (Not confirmed) by nobody.
+        ({"verification": {"outcome": UNVERIFIED}, "confirmation": confirmed(by=None)}, "unverified", False),
+        # RWS still reports another site: a confirmation cannot overrule what RWS says.
+        ({"verification": {"outcome": NOT_SWITCHED}, "confirmation": confirmed()}, "verify-failed", False),
+        ({"confirmation": confirmed()}, "verified", True),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
@@ -66,15 +114,31 @@ def test_outcome_table(steps: dict[str, Any], expected: str, ok: bool) -> None:
     assert isinstance(result.outcome, Outcome)
 
 
-def test_follow_ups_cover_the_guide() -> None:
+def test_follow_ups_cover_the_guide_for_a_lost_data_center() -> None:
     topology = load_topology()
-    to_backup = "\n".join(outcome.follow_ups(topology, "DC2", backup_name="2026-11-19"))
+    to_backup = "\n".join(
+        outcome.follow_ups(topology, "DC2", backup_name="2026-11-19", scenario="data-center-lost")
+    )
     assert "[interaction-workspace] disaster-recovery.eservices-site = DC2" in to_backup
     assert "Screen Recording Service" in to_backup and "screen-recording.htcc.peer_uri" in to_backup
     assert "promote the backup index in DC2" in to_backup and "2026-11-19" in to_backup
+    assert "Muxer Script: make the instances in DC2 active" in to_backup
     assert "Required Actions" in to_backup and '"target_site": "DC1"' in to_backup
-    back = "\n".join(outcome.follow_ups(topology, "DC1"))
-    assert "primary instance again" in back and "no further switch is needed" in back
+    assert '"scenario": "data-center-lost"' in to_backup
+    back = "\n".join(outcome.follow_ups(topology, "DC1", scenario="data-center-lost"))
+    assert "primary instance again" in back and "Switch back" not in back
+
+
+def test_with_the_interaction_server_down_only_no_second_primary_is_created() -> None:
+    """SRS redirection, SpeechMiner promotion and moving the processing are whole-DC steps only."""
+    topology = load_topology()
+    items = outcome.follow_ups(topology, "DC2", backup_name="2026-11-19", scenario="interaction-server-down")
+    text = "\n".join(items)
+    assert "disaster-recovery.eservices-site = DC2" in text
+    assert "Screen Recording Service" not in text and "promote" not in text and "2026-11-19" not in text
+    assert "leave the active instances in DC1 as they are" in text
+    assert '"scenario": "interaction-server-down"' in text
+    assert len(items) == 3  # WDE, processing stays, switch back
 
 
 # --- one record shape, one approval rule ------------------------------------------------------------------
@@ -83,6 +147,7 @@ def test_follow_ups_cover_the_guide() -> None:
 def test_outcomes_keep_the_strings_the_audit_and_xcom_carry() -> None:
     assert [o.value for o in Outcome] == [
         "verified",
+        "confirmed",
         "already-current",
         "dry-run",
         "site-changed",
@@ -98,7 +163,12 @@ def test_outcomes_keep_the_strings_the_audit_and_xcom_carry() -> None:
         "error",
     ]
     assert json.dumps({"outcome": Outcome.DRY_RUN}) == '{"outcome": "dry-run"}'
-    assert [o for o in Outcome if o.ok] == [Outcome.VERIFIED, Outcome.ALREADY_CURRENT, Outcome.DRY_RUN]
+    assert [o for o in Outcome if o.ok] == [
+        Outcome.VERIFIED,
+        Outcome.CONFIRMED,
+        Outcome.ALREADY_CURRENT,
+        Outcome.DRY_RUN,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -147,3 +217,27 @@ def test_the_audit_judges_the_answer_with_the_rule_that_refused_the_switch(appro
         )
     assert authorization.judge_approval(approval) == caught.value.verdict
     assert verdict_of(approval=approval) == caught.value.verdict
+
+
+def test_a_confirmed_switch_names_who_confirmed_and_an_unverified_one_what_to_check() -> None:
+    result = verdict_of(
+        verification={"outcome": UNVERIFIED, "detail": "RWS does not report eServicesSite"},
+        confirmation=confirmed(),
+    )
+    assert "confirmed by hand by approver at 2026-11-20T03:00:00+00:00" in result.detail
+    assert "RWS does not report eServicesSite" in result.detail
+    unverified = verdict_of(
+        switch={
+            "posted": True,
+            "answer": "accepted",
+            "detail": "accepted",
+            "environment_id": "env-1",
+            "target_site": "DC2",
+        },
+        verification={"outcome": UNVERIFIED, "detail": "no site"},
+        states={"confirm_switch": "success"},
+    )
+    assert unverified.outcome == Outcome.UNVERIFIED
+    assert "nobody confirmed it under Required Actions (confirm_switch) in time" in unverified.detail
+    assert "curl -u <ops user> http://<RWS>:<port>/api/v2/ops/genesys-environments/env-1" in unverified.detail
+    assert "failover.site_field" in unverified.detail and "Do not trigger another switch" in unverified.detail
