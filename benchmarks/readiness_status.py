@@ -336,7 +336,9 @@ def _child(days: int, contact_centers: int, requests: int) -> None:
     app = create_app(apps="core")
     readiness = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == URL_PREFIX)
     answered = datetime.now(UTC)
-    readiness.state.probes = ProbeCache(lambda dc: RwsProbe(dc.site, True, "DC1", ("env",), None, answered))
+    readiness.state.probes = ProbeCache(
+        lambda dc, site_field: RwsProbe(dc.site, True, "DC1", ("env",), None, answered)
+    )
     token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
     headers = {"Authorization": f"Bearer {token}"}
 
