@@ -1013,6 +1013,9 @@ def test_a_verified_switch_back_triggers_one_catch_up_reindex_of_the_primary_for
     )
     sync_dags_to_db()  # the API server must know gir_es_reindex_dc1 to create its run
     dag = parse_dags(REPO_ROOT / "dags" / "gir_eservices_failover.py").dags[DAG_ID]
+    # Other tests in this process may have run DC1's re-index DAG: count only the runs this test adds.
+    dc1_runs = "/api/v2/dags/gir_es_reindex_dc1/dagRuns"
+    earlier = {r["dag_run_id"] for r in api.get(dc1_runs, headers=bearer("approver")).json()["dag_runs"]}
 
     away_run = FailoverRun(dag, conf(scenario="data-center-lost")).run(approve_as("approver", {}, api))
     assert away_run.state == "success", states(away_run)
@@ -1041,14 +1044,22 @@ def test_a_verified_switch_back_triggers_one_catch_up_reindex_of_the_primary_for
     assert back_record["follow_ups"] and all("Switch back" not in f for f in back_record["follow_ups"])
 
     # What landed in Airflow: exactly one run of DC1's re-index DAG, with the window as manual from/to.
-    runs = api.get("/api/v2/dags/gir_es_reindex_dc1/dagRuns", headers=bearer("approver")).json()["dag_runs"]
+    runs = [
+        r
+        for r in api.get(dc1_runs, headers=bearer("approver")).json()["dag_runs"]
+        if r["dag_run_id"] not in earlier
+    ]
     assert [r["dag_run_id"] for r in runs] == [catch_up["dag_run_id"]]
     assert runs[0]["conf"] == {"from": catch_up["from"], "to": catch_up["to"]}
     # A retried or cleared catch-up task asks again with the same run id: Airflow answers 409.
     with AirflowApiClient() as client:
         again = catchup.trigger_catch_up({**catch_up, "detail": "retry"}, client, back_run.run_id)
     assert again["status"] == "already-triggered"
-    runs = api.get("/api/v2/dags/gir_es_reindex_dc1/dagRuns", headers=bearer("approver")).json()["dag_runs"]
+    runs = [
+        r
+        for r in api.get(dc1_runs, headers=bearer("approver")).json()["dag_runs"]
+        if r["dag_run_id"] not in earlier
+    ]
     assert len(runs) == 1
     api.delete(f"/api/v2/dags/gir_es_reindex_dc1/dagRuns/{runs[0]['dag_run_id']}", headers=bearer("approver"))
 

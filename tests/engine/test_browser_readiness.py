@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-from engine_stack import EngineStack
+from engine_stack import EngineStack, wait_for
 from selenium.common.exceptions import NoSuchElementException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -122,6 +122,13 @@ def test_readiness_page_from_the_navigation_shows_each_dc(engine: EngineStack, b
         "purge_old": False,
     }
     assert run["triggering_user_name"] == "oncall"
-    # Leave the engine as found (the helper's request() would parse the empty 204 body as JSON).
+    # Leave the engine as found (the helper's request() would parse the empty 204 body as JSON). When an
+    # earlier test unpaused the DAG the run is already going, and Airflow deletes no running run (409):
+    # ask again until it has ended.
     path = f"{admin.base_url}/api/v2/dags/{REINDEX_DAG}/dagRuns/{quote(run_id, safe='')}"
-    assert admin.session.delete(path, timeout=30).status_code == 204
+    wait_for(
+        f"{REINDEX_DAG} {run_id} deleted once it is not running",
+        lambda: admin.session.delete(path, timeout=30).status_code == 204,
+        timeout=300,
+        interval=3.0,
+    )
