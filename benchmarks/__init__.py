@@ -86,10 +86,13 @@ def format_table(rows: Sequence[Row]) -> str:
 
 
 def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a benchmark child process: this repo importable, plus ``extra``."""
+    """The environment of a benchmark child process: this repo importable, its plugins found (they
+    register the re-index DAGs' custom timetable, as in every deployment; Airflow loads them lazily, in
+    the first process step that needs them), plus ``extra``."""
     env = dict(os.environ)
     path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
+    env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO_ROOT / "plugins")
     env.update(extra or {})
     return env
 
