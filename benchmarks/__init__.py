@@ -31,6 +31,9 @@ class Row:
     details: dict[str, object] = field(default_factory=dict)  # machine-readable figures, for tests
     timing: bool = True  # a speed ratio (not judged in smoke mode); False for counts that are exact
     info: bool = False  # a breakdown row explaining another row: never judged
+    # Where the time goes, from this run's own profile figures: printed under the table when the target
+    # is missed, so a miss is always explained by the run that measured it.
+    why_missed: str = ""
 
     @property
     def verdict(self) -> str:

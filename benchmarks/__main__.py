@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import REPO_ROOT, Row, format_table
+from benchmarks import REPO_ROOT, Row, format_ratio, format_table
 
 # One name a line: helpers adding a benchmark add a line.
 BENCHMARKS = (
@@ -39,15 +39,16 @@ DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
 HOW_MEASURED = """\
 ## How it is measured
 
-Every row is a ratio of two things measured side by side in the same run, because this machine is
-shared (other engineers run test suites on the same cores while `make bench` runs) and absolute times
-move from run to run; the absolute figures are shown next to each ratio. `make bench` takes about 15
-minutes on 2 quiet cores (the header lists each benchmark's time: 30 minutes for the committed table, run
-at a load average of 6 to 11; the engine benchmark also waits for `/tmp/gir/engine.lock`) and needs
-about 25 GiB free for the 8 GiB shipping row; `python -m benchmarks --quick` runs smoke sizes in a few
-minutes, `--only NAME` one benchmark. Rows marked *info* explain
-another row and are not judged. `make test` only runs a tiny smoke case of each benchmark
-(`tests/benchmarks/test_bench_smoke.py`) and never asserts a speed.
+Every row is a ratio of two things measured side by side in the same run, because machines that run
+`make bench` are often shared (test suites on the same cores) and absolute times move from run to run;
+the absolute figures are shown next to each ratio, and the header gives the load average at the start
+and the end. `make bench` takes about 15 minutes on 2 quiet cores (the header lists each benchmark's
+time; the engine benchmark also waits for `/tmp/gir/engine.lock`) and needs about 25 GiB free for the
+8 GiB shipping row; `python -m benchmarks --quick` runs smoke sizes in a few minutes, `--only NAME` one
+benchmark. Rows marked *info* explain another row and are not judged. A missed target is listed under
+the table with where its time goes, worked out from the same run's profile figures (`Row.why_missed`).
+`make test` only runs a tiny smoke case of each benchmark (`tests/benchmarks/test_bench_smoke.py`) and
+never asserts a speed.
 
 **Parse cost** (`benchmarks/parse_cost.py`). By Airflow 3.3's dag-processor code itself: one worker
 process imports the dag-processor's modules, freezes the garbage collector as the processor does before
@@ -223,6 +224,17 @@ def _run_one(name: str, quick: bool, workdir: Path | None) -> tuple[list[Row], f
     return rows, time.perf_counter() - started
 
 
+def _missed_section(missed: Sequence[Row]) -> list[str]:
+    """Each missed target with where its time goes, in this run's own figures (``Row.why_missed``)."""
+    if not missed:
+        return []
+    lines = ["## Missed targets: where the time goes", ""]
+    for row in missed:
+        why = row.why_missed or "the benchmark did not run far enough to profile it (see its figures)."
+        lines.append(f"- **{row.name}** ({format_ratio(row.ratio)}, target {row.target}): {why}")
+    return [*lines, ""]
+
+
 def render(rows: Sequence[Row], machine: dict[str, str], *, quick: bool, durations: dict[str, float]) -> str:
     judged = [row for row in rows if row.passed is not None and not row.info]
     missed = [row for row in judged if not row.passed]
@@ -236,8 +248,9 @@ def render(rows: Sequence[Row], machine: dict[str, str], *, quick: bool, duratio
         f"- Machine: {machine['cores']} cores (`os.cpu_count()`), {machine['memory']} memory, "
         f"{machine['platform']}",
         f"- Python {machine['python']}, Apache Airflow {machine['airflow']}",
-        f"- Load average (1/5/15 min) when it finished: {machine['load']}. The machine is shared: other "
-        "engineers were running test suites on the same cores during this run.",
+        f"- Load average (1/5/15 min) when it started: {machine.get('load_at_start', '-')}; when it "
+        f"finished: {machine['load']} (above {machine['cores']}, other work shared the cores with the "
+        "run: the ratios still compare two things measured side by side, the absolute figures are slower)",
         f"- Benchmarks run: {ran}",
         "",
         format_table(rows),
@@ -245,6 +258,7 @@ def render(rows: Sequence[Row], machine: dict[str, str], *, quick: bool, duratio
         f"**{len(judged) - len(missed)} of {len(judged)} targets met.**"
         + (" Missed: " + "; ".join(row.name for row in missed) + "." if missed else ""),
         "",
+        *_missed_section(missed),
         HOW_MEASURED,
     ]
     return "\n".join(lines)
@@ -260,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     names = [name for name in BENCHMARKS if not args.only or name in args.only]
+    load_at_start = " / ".join(f"{value:.2f}" for value in os.getloadavg())
     rows: list[Row] = []
     durations: dict[str, float] = {}
     for name in names:
@@ -267,7 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         found, elapsed = _run_one(name, args.quick, args.workdir)
         rows += found
         durations[name] = elapsed
-    document = render(rows, _machine(), quick=args.quick, durations=durations)
+    document = render(
+        rows, _machine() | {"load_at_start": load_at_start}, quick=args.quick, durations=durations
+    )
     print(document.split("## How it is measured")[0].rstrip())
     output = args.output or (None if args.quick or args.only else DEFAULT_OUTPUT)
     if output is not None and not args.no_write:

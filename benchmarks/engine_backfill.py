@@ -369,6 +369,18 @@ def _rows(days: int, engine: dict[str, Any], tested: dict[str, Any]) -> list[Row
             "same_runs": same_runs,
         },
     )
+    slot_seconds = len(tis) * (to_running + engine_duration) / WORKER_CONCURRENCY
+    total.why_missed = (
+        f"the engine's {seconds(engine['seconds'])} against dag.test()'s {seconds(tested['seconds'])}: "
+        f"a task instance runs {seconds(engine_duration)} in the engine against {seconds(test_duration)} "
+        "under dag.test() (the Celery worker forks a task process, which parses the DAG file, every DAG "
+        "in it, "
+        f"and talks to the API server through the supervisor), and waits {seconds(to_running)} from queued "
+        f"to running; {len(tis)} task instances through {WORKER_CONCURRENCY} worker slots keep the slots "
+        f"busy {seconds(slot_seconds)} of the wall time; the rest is waiting to be scheduled (scheduled -> "
+        f"queued {seconds(to_queued)} on average: the scheduler's loop, the pool and max_active_runs). On 2 "
+        "cores the API server, scheduler, dag-processor, triggerer and worker share the CPU with the tasks"
+    )
     per_ti = Row(
         benchmark="engine_backfill",
         name="engine scheduling overhead per task instance / the task's own duration under dag.test()",

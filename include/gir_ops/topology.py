@@ -159,9 +159,14 @@ DEFAULT_KEYSTORE_PARALLEL_READS = 16
 
 
 class _Strict(BaseModel):
-    """Unknown keys are errors: a typo in a key must not silently fall back to a default."""
+    """Unknown keys are errors: a typo in a key must not silently fall back to a default.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    ``defer_build``: every DAG parse imports this module, and pydantic would otherwise build and compile a
+    validator for each of these classes at import; deferred, the one validation of ``Topology`` builds a
+    single validator holding the sections inline (``make bench``, parse breakdown rows).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # List fields default to ``[]``, not ``Field(default_factory=list)``: pydantic copies a mutable default

@@ -10,6 +10,7 @@ speed is only measured by ``make bench``, on purpose, because test machines are 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +163,17 @@ def test_readiness_status_smoke() -> None:
 def test_report_has_machine_table_and_method() -> None:
     rows = [
         Row("shipping", "shipping 2 GiB", 0.8, "<= 1.0", True, "ours 8 s vs shell 10 s"),
-        Row("parse_cost", "parse x.py", 1.7, "<= 1.5", False, "median 70 ms vs trivial 41 ms"),
+        Row(
+            "parse_cost",
+            "parse x.py",
+            1.7,
+            "<= 1.5",
+            False,
+            "median 70 ms vs trivial 41 ms",
+            why_missed="the topology costs 20 ms",
+        ),
         Row("parse_cost", "parse breakdown: requests", 1.0, "-", None, "median 41 ms", info=True),
+        Row("shipping", "shipping 8 GiB", 0.9, "<= 1.0", True, "", why_missed="not shown: target met"),
     ]
     machine: dict[str, Any] = {
         "date": "2026-11-26 03:00 UTC",
@@ -173,11 +183,17 @@ def test_report_has_machine_table_and_method() -> None:
         "airflow": "3.3.2",
         "platform": "Linux",
         "load": "1 / 1 / 1",
+        "load_at_start": "0.5 / 0.4 / 0.3",
     }
     text = render(rows, machine, quick=False, durations={"shipping": 1.0})
     assert "2 cores" in text and "Airflow 3.3.2" in text and "2026-11-26" in text
+    assert "when it started: 0.5 / 0.4 / 0.3; when it finished: 1 / 1 / 1" in text
     assert format_table(rows) in text
-    assert "1 of 2 targets met" in text and "Missed: parse x.py" in text
+    assert "2 of 3 targets met" in text and "Missed: parse x.py" in text
+    # Every missed target is explained under the table by its own run's figures; met ones are not.
+    missed = text.split("## Missed targets: where the time goes")[1].split("## How it is measured")[0]
+    assert "- **parse x.py** (1.70, target <= 1.5): the topology costs 20 ms" in missed
+    assert "not shown" not in text
     assert "## How it is measured" in text
     assert "| info |" in text
 
@@ -190,3 +206,31 @@ def test_cli_quick_prints_the_table_and_writes_only_when_asked(
     printed = capsys.readouterr().out
     assert "| keystore check fan-out, 5 RCS x 50 ms |" in printed
     assert "QUICK smoke sizes" in output.read_text(encoding="utf-8")
+
+
+def test_benchmark_children_find_the_project_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-index DAGs' timetable is registered by plugins/: without it every benchmark that parses or
+    runs them fails outside pytest (whose conftest sets the folder for the whole suite)."""
+    from benchmarks import REPO_ROOT, subprocess_env
+
+    monkeypatch.delenv("AIRFLOW__CORE__PLUGINS_FOLDER", raising=False)
+    env = subprocess_env({"GIR_X": "1"})
+    assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(REPO_ROOT / "plugins")
+    assert env["GIR_X"] == "1"
+    assert (REPO_ROOT / "plugins" / "gir_timetables.py").is_file()
+
+
+def test_parse_probe_of_a_files_own_imports_runs_what_its_parse_runs() -> None:
+    """The probe behind a parse row's explanation imports exactly the file's module-level project
+    imports (not what its tasks import when they run) and loads the topology, decorators untimed."""
+    from benchmarks import parse_cost
+
+    probe = parse_cost.project_imports_probe(parse_cost.DAGS_FOLDER / "gir_es_reindex.py")
+    setup, _, timed = probe.rpartition(parse_cost._SETUP_END)
+    assert setup == "from airflow.sdk import dag, task"
+    assert "from include.gir_ops.reindex import spec" in timed
+    assert "from include.gir_ops.pools import check_pools" in timed
+    assert timed.endswith("load_topology()")
+    assert "reindex.plan" not in timed and "rws" not in timed  # imported inside the tasks
+    result = parse_cost._probe_once(probe)
+    assert result["total"] > 0 and "include.gir_ops.reindex.spec" in sys.modules
