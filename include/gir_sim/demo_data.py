@@ -22,15 +22,17 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from include.gir_ops.shared import KEYSTORE_PASSWORD_ENV
 from include.gir_ops.topology import Topology, TopologyError, load_topology
+
+if TYPE_CHECKING:  # cryptography is imported where a keystore is built or read: the backup generator
+    # (and the shipping benchmark's process, for DEFAULT_READY_MARKER) never pays for it
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import pkcs12
 
 # --- SpeechMiner daily index backup ------------------------------------------------------------------
 
@@ -276,11 +278,17 @@ class KeystoreAlias:
 
 def _alias_key(alias: str) -> ec.EllipticCurvePrivateKey:
     """A fixed SECP256R1 key per alias, so a certificate's public key is stable across generations."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     digest = hashlib.sha256(f"gir-rcs-simulator:{_KEY_SEEDS[alias]}".encode()).digest()
     return ec.derive_private_key(int.from_bytes(digest, "big") % (2**255), ec.SECP256R1())
 
 
 def _certificate(alias: str, not_before: datetime, not_after: datetime) -> x509.Certificate:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
     key = _alias_key(alias)
     name = x509.Name(
         [
@@ -302,6 +310,8 @@ def _certificate(alias: str, not_before: datetime, not_after: datetime) -> x509.
 
 
 def _encryption(password: str) -> serialization.KeySerializationEncryption:
+    from cryptography.hazmat.primitives import serialization
+
     return serialization.BestAvailableEncryption(password.encode("utf-8"))
 
 
@@ -311,6 +321,8 @@ def _serialize(
     others: Sequence[pkcs12.PKCS12Certificate],
     password: str,
 ) -> bytes:
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     return pkcs12.serialize_key_and_certificates(
         key_alias.encode(), _alias_key(key_alias), key_cert, list(others), _encryption(password)
     )
@@ -322,6 +334,8 @@ def _build_keystores(password: str, expiring_in_days: int | None, now: datetime)
     ``cryptography`` stores one private key per PKCS12: the current key (with its certificate) is the
     key entry; the expired and expiring certificates are extra certificates with friendly names.
     """
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     others = [
         pkcs12.PKCS12Certificate(
             _certificate(EXPIRED_ALIAS, now - timedelta(days=400), now - timedelta(days=30)),
@@ -340,11 +354,15 @@ def _build_keystores(password: str, expiring_in_days: int | None, now: datetime)
 
 
 def _fingerprint(cert: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives import hashes
+
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
 def read_keystore_aliases(data: bytes | Path, password: str) -> dict[str, KeystoreAlias]:
     """Every alias of a PKCS12 keystore with fingerprint and expiry; ValueError on a wrong password."""
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     raw = data.read_bytes() if isinstance(data, Path) else data
     store = pkcs12.load_pkcs12(raw, password.encode("utf-8"))
     entries: dict[str, KeystoreAlias] = {}
@@ -461,6 +479,8 @@ def drift_keystore(topology: Topology, instance_name: str, password: str) -> Pat
     Every other entry of that keystore is kept, so a replication check reports exactly one alias missing
     and one added. A keystore that already drifted is left alone.
     """
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     paths = keystore_paths(topology)
     if instance_name not in paths:
         raise ValueError(f"unknown RCS instance {instance_name!r}; use one of {sorted(paths)}")
