@@ -418,6 +418,8 @@ class EngineStack:
                 "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.database}",
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+                # As docker-compose.yaml and the Helm values: the workers preload the HTTP libraries.
+                "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "include.gir_ops.celery_worker.CELERY_CONFIG",
                 "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
