@@ -336,6 +336,25 @@ def _comparison_rows(
         "shipped_bytes": [r["bytes"] for r in ours],
     }
     rows = []
+
+    def why(peer: str) -> str:
+        """Our process split into phases against the peer's whole run, from this run's means."""
+        phase = {k: _mean([r[k] for r in ours]) for k in ("imports_seconds", "copy_seconds")}
+        peer_mean = _mean([r["seconds"] for r in runs[peer]])
+        rest = ours_mean - phase["imports_seconds"] - phase["copy_seconds"]
+        return (
+            f"ours {seconds(ours_mean)} against {seconds(peer_mean)}: {seconds(phase['imports_seconds'])} of "
+            "it is the process importing Airflow (its configuration and SDK start-up, which "
+            "ObjectStoragePath needs; a peer starts in milliseconds, and a task on a worker has Airflow "
+            "imported already); without it ours is "
+            f"{(ours_mean - phase['imports_seconds']) / peer_mean:.2f}x. "
+            f"The copy takes {seconds(phase['copy_seconds'])} (source read, SHA-256 and write overlap; every "
+            "file fsynced before it counts as copied, so the disk serves the fsyncs and the next reads at "
+            f"once), the read-back of the copy, the manifest and the publish {seconds(rest)} (the shipping "
+            "profile row; its CPU: the kernel's copies into and out of the page cache and SHA-256, "
+            "where cp copies inside the kernel and hashes nothing)"
+        )
+
     rclone_modes = [side for side in ("rclone-check", "rclone-download") if side in runs]
     if rclone_modes:
         faster = min(rclone_modes, key=lambda side: _mean([r["seconds"] for r in runs[side]]))
@@ -355,6 +374,7 @@ def _comparison_rows(
                         f"{_describe('ours', ours, size)} vs {_describe(side, runs[side], size)}; {backup}"
                     ),
                     details=common | {"peer": side, "peer_seconds": [r["seconds"] for r in runs[side]]},
+                    why_missed=why(side) if judged else "",
                 )
             )
     disk = runs["cp-sync"]
@@ -368,6 +388,7 @@ def _comparison_rows(
             passed=at_most(ratio, DISK_TARGET),
             figures=f"{_describe('ours', ours, size)} vs {_describe('cp-sync', disk, size)}; {backup}",
             details=common | {"peer": "cp-sync", "peer_seconds": [r["seconds"] for r in disk]},
+            why_missed=why("cp-sync"),
         )
     )
     return rows
@@ -471,7 +492,10 @@ def _rss_rows(
 
 
 def _cap_rows(capped: dict[str, Any], uncapped: dict[str, Any], cap_mbps: float, size: int) -> list[Row]:
+    from include.gir_ops.backup.transfer import CHUNK_SIZE, THROTTLE_SLICES_PER_SECOND
+
     cap_bytes = cap_mbps * 1e6 / 8
+    piece = cap_bytes / THROTTLE_SLICES_PER_SECOND
     rate = capped["bytes"] / capped["copy_seconds"]
     rate_ratio = rate / cap_bytes
     cpu_ratio = capped["copy_cpu_seconds"] / uncapped["copy_cpu_seconds"]
@@ -507,6 +531,16 @@ def _cap_rows(capped: dict[str, Any], uncapped: dict[str, Any], cap_mbps: float,
                 f"({seconds(uncapped['copy_seconds'])} wall): waiting for the cap sleeps, it does not spin"
             ),
             details={"capped_cpu": capped["copy_cpu_seconds"], "uncapped_cpu": uncapped["copy_cpu_seconds"]},
+            why_missed=(
+                f"{seconds(capped['copy_cpu_seconds'] - uncapped['copy_cpu_seconds'])} more CPU capped: the "
+                f"capped copy reads pieces of a tenth of a second's worth ({piece / 1e6:.1f} MB at "
+                f"the cap) instead of {CHUNK_SIZE // MIB} MiB chunks, so it makes "
+                f"{CHUNK_SIZE / piece:.1f}x the reads and hand-offs to the hashing and "
+                f"writing threads, over {seconds(capped['copy_seconds'])} instead of "
+                f"{seconds(uncapped['copy_seconds'])}; its {seconds(capped['throttled_seconds'])} of waiting "
+                "are sleeps. One capped and one uncapped run are compared, so the ratio carries the noise of "
+                "two single runs"
+            ),
         ),
     ]
 
