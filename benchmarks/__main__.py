@@ -153,8 +153,10 @@ per-task start/finish calls through the in-process execution API; the scheduler 
 deployment are not in the measurement.
 
 **Engine backfill** (`benchmarks/engine_backfill.py`). The engine tests' stack (`tests/engine/
-engine_stack.py`: API server, scheduler, dag-processor, triggerer, one Celery worker with concurrency 4,
-`[core] parallelism` 8, this machine's PostgreSQL and Redis, a throw-away database; it takes
+engine_stack.py`: API server, scheduler, dag-processor, triggerer, one Celery worker with concurrency 4
+and the deployments' Celery configuration (`include/gir_ops/celery_worker.py`: `requests` and the HTTP
+provider's hook preloaded before the worker forks), `[core] parallelism` 8, this machine's PostgreSQL and
+Redis, a throw-away database; it takes
 `/tmp/gir/engine.lock` as the engine tests do, or set `GIR_ENGINE_LOCK_HELD=1` when the caller holds it),
 with DC2 given 3 contact centers, screen recording (2 kinds), 24-hour windows and an RWS pool of 4 slots,
 and its simulator answering every call 20 ms late. After unpausing `gir_es_reindex_dc2` and letting its
