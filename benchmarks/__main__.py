@@ -122,8 +122,10 @@ guarantees need (the source while copying, the copy when read back) are the floo
 hashes with MD5 on both sides, or compares bytes; `cp` hashes nothing). Peak RSS is our process's own
 `ru_maxrss` at 512 MiB, 2 GiB and 8 GiB (the 8 GiB row is skipped, saying so, when the disk has less than
 20 GiB free). The *bandwidth cap* rows ship the 512 MiB backup with `bandwidth_limit_mbps: 200` and
-without: copy rate (bytes over the copy task's wall time) against the cap, and the copy's CPU time (all
-threads, `RUSAGE_SELF`) capped over uncapped. Temp data lives under the folder named in the rows and is
+without, 3 times each, alternating: copy rate (bytes over the copy task's wall time) against the cap,
+and the copy's CPU time (all threads, `RUSAGE_SELF`) capped over uncapped, medians compared (one copy's
+CPU time moves by a third from one run to the next, so one run of each says little). Temp data lives
+under the folder named in the rows and is
 deleted afterwards; `--workdir` (or `GIR_BENCH_WORKDIR`) puts it elsewhere.
 
 *What was found and fixed in ours.* Profiled on 2 GiB (wall time of each step of the old loop, then the
@@ -233,6 +235,22 @@ def _run_one(name: str, quick: bool, workdir: Path | None) -> tuple[list[Row], f
     return rows, time.perf_counter() - started
 
 
+def _load_remark(machine: dict[str, str]) -> str:
+    """Whether other work shared the cores: a load average above the core count says it did."""
+    loads = [
+        float(value)
+        for text in (machine.get("load_at_start", ""), machine["load"])
+        for value in text.split(" / ")
+        if value.replace(".", "", 1).isdigit()
+    ]
+    if loads and max(loads) > float(machine["cores"]):
+        return (
+            f" (above {machine['cores']}: other work shared the cores with this run; each ratio still "
+            "compares two things measured side by side, the absolute figures are slower)"
+        )
+    return f" (at most {machine['cores']}: the cores were not shared with other work)"
+
+
 def _missed_section(missed: Sequence[Row]) -> list[str]:
     """Each missed target with where its time goes, in this run's own figures (``Row.why_missed``)."""
     if not missed:
@@ -258,8 +276,7 @@ def render(rows: Sequence[Row], machine: dict[str, str], *, quick: bool, duratio
         f"{machine['platform']}",
         f"- Python {machine['python']}, Apache Airflow {machine['airflow']}",
         f"- Load average (1/5/15 min) when it started: {machine.get('load_at_start', '-')}; when it "
-        f"finished: {machine['load']} (above {machine['cores']}, other work shared the cores with the "
-        "run: the ratios still compare two things measured side by side, the absolute figures are slower)",
+        f"finished: {machine['load']}{_load_remark(machine)}",
         f"- Benchmarks run: {ran}",
         "",
         format_table(rows),

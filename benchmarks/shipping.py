@@ -25,7 +25,8 @@ hits all alike; each ratio is the mean of ours over the mean of the peer's, from
 Also measured: peak RSS of our process at 512 MiB, 2 GiB and 8 GiB (the 8 GiB row is skipped, saying so,
 when the disk has less than 20 GiB free), and the bandwidth cap (``shipping.bandwidth_limit_mbps``): a
 512 MiB backup copied at 200 Mbit/s, its copy rate against the cap and its CPU time against an uncapped
-copy of the same backup.
+copy of the same backup, 3 runs each, alternating, medians compared (one copy's CPU time moves by a third
+from one run to the next).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import PYTHON, REPO_ROOT, Row, at_most, human, mib, seconds, subprocess_env
+from benchmarks import PYTHON, REPO_ROOT, Row, at_most, human, median, mib, seconds, subprocess_env
 
 GIB = 1024**3
 MIB = 1024**2
@@ -58,6 +59,7 @@ HUGE_MIN_FREE = 20 * GIB  # below this the 8 GiB row is skipped (the issue's rul
 CAP_MBPS = 200.0
 CAP_TOLERANCE = 0.10  # the measured copy rate within +-10% of the cap
 CAP_CPU_TARGET = 1.2  # CPU time of the capped copy / the uncapped copy's
+CAP_SAMPLES = 3  # capped and uncapped runs each, alternating; medians compared
 QUICK_CAP_MBPS = 8.0  # 1 MB/s: the 1 MiB smoke backup takes about a second
 SPACE_MARGIN = 1.2
 RCLONE_INSTALL_HINT = "install it: `sudo apt-get install rclone` (make bench does it when run as root)"
@@ -278,9 +280,13 @@ def run(
         runs: dict[str, list[dict[str, Any]]] = {side: [] for side in available}
         for side in order:
             runs[side].append(sides.run(side, large))
-        # The bandwidth cap on the small size: uncapped, capped (its CPU compared with the uncapped's).
-        uncapped = sides.run("ours", small)
-        capped = sides.run("ours", small, bandwidth_mbps=cap_mbps)
+        # The bandwidth cap on the small size: uncapped and capped, alternating, CAP_SAMPLES times each
+        # (a copy's CPU time moves by a third from one run to the next; medians are compared).
+        uncapped_runs: list[dict[str, Any]] = []
+        capped_runs: list[dict[str, Any]] = []
+        for _ in range(1 if quick else CAP_SAMPLES):
+            uncapped_runs.append(sides.run("ours", small))
+            capped_runs.append(sides.run("ours", small, bandwidth_mbps=cap_mbps))
         huge_run = None
         if huge_skipped is None:
             shutil.rmtree(destination)
@@ -290,8 +296,8 @@ def run(
         runs, sizes["large"], file_count, max(size_profile(sizes["large"], file_count)), base
     )
     rows.append(_profile_row(runs, sizes["large"], hash_speed))
-    rows += _rss_rows(runs["ours"], uncapped, huge_run, sizes, huge_skipped)
-    rows += _cap_rows(capped, uncapped, cap_mbps, sizes["small"])
+    rows += _rss_rows(runs["ours"], uncapped_runs[0], huge_run, sizes, huge_skipped)
+    rows += _cap_rows(capped_runs, uncapped_runs, cap_mbps, sizes["small"])
     if sides.rclone is None:
         rows.append(
             Row(
@@ -491,14 +497,19 @@ def _rss_rows(
     return rows
 
 
-def _cap_rows(capped: dict[str, Any], uncapped: dict[str, Any], cap_mbps: float, size: int) -> list[Row]:
+def _cap_rows(
+    capped_runs: list[dict[str, Any]], uncapped_runs: list[dict[str, Any]], cap_mbps: float, size: int
+) -> list[Row]:
     from include.gir_ops.backup.transfer import CHUNK_SIZE, THROTTLE_SLICES_PER_SECOND
 
     cap_bytes = cap_mbps * 1e6 / 8
     piece = cap_bytes / THROTTLE_SLICES_PER_SECOND
+    capped = {key: median([r[key] for r in capped_runs]) for key in _CAP_KEYS}
+    uncapped = {key: median([r[key] for r in uncapped_runs]) for key in _CAP_KEYS}
     rate = capped["bytes"] / capped["copy_seconds"]
     rate_ratio = rate / cap_bytes
     cpu_ratio = capped["copy_cpu_seconds"] / uncapped["copy_cpu_seconds"]
+    samples = f"medians of {len(capped_runs)} capped and {len(uncapped_runs)} uncapped run(s), alternating"
     return [
         Row(
             benchmark="shipping",
@@ -511,9 +522,13 @@ def _cap_rows(capped: dict[str, Any], uncapped: dict[str, Any], cap_mbps: float,
                 f"{rate * 8 / 1e6:.1f} Mbit/s "
                 f"({rate / 1e6:.2f} MB/s) against a cap of {cap_mbps:g} Mbit/s ({cap_bytes / 1e6:.2f} MB/s), "
                 f"{seconds(capped['throttled_seconds'])} of it waiting for the cap; the read-back after it "
-                f"({seconds(capped['verify_publish_seconds'])}) is not capped"
+                f"({seconds(capped['verify_publish_seconds'])}) is not capped; {samples}"
             ),
             details={"rate_bytes_per_second": rate, "cap_bytes_per_second": cap_bytes},
+            why_missed=(
+                f"the throttle paces the source reads to the cap; {seconds(capped['throttled_seconds'])} of "
+                f"the {seconds(capped['copy_seconds'])} copy were spent waiting for it"
+            ),
         ),
         Row(
             benchmark="shipping",
@@ -527,22 +542,36 @@ def _cap_rows(capped: dict[str, Any], uncapped: dict[str, Any], cap_mbps: float,
             figures=(
                 f"copy CPU (user + system, all threads) {seconds(capped['copy_cpu_seconds'])} capped "
                 f"({seconds(capped['copy_seconds'])} wall) vs {seconds(uncapped['copy_cpu_seconds'])} "
-                "uncapped "
-                f"({seconds(uncapped['copy_seconds'])} wall): waiting for the cap sleeps, it does not spin"
+                f"uncapped ({seconds(uncapped['copy_seconds'])} wall): waiting for the cap sleeps, it does "
+                f"not spin; {samples}: capped "
+                f"{', '.join(seconds(r['copy_cpu_seconds']) for r in capped_runs)}, uncapped "
+                f"{', '.join(seconds(r['copy_cpu_seconds']) for r in uncapped_runs)}"
             ),
-            details={"capped_cpu": capped["copy_cpu_seconds"], "uncapped_cpu": uncapped["copy_cpu_seconds"]},
+            details={
+                "capped_cpu": capped["copy_cpu_seconds"],
+                "uncapped_cpu": uncapped["copy_cpu_seconds"],
+                "capped_runs": len(capped_runs),
+            },
             why_missed=(
                 f"{seconds(capped['copy_cpu_seconds'] - uncapped['copy_cpu_seconds'])} more CPU capped: the "
-                f"capped copy reads pieces of a tenth of a second's worth ({piece / 1e6:.1f} MB at "
-                f"the cap) instead of {CHUNK_SIZE // MIB} MiB chunks, so it makes "
-                f"{CHUNK_SIZE / piece:.1f}x the reads and hand-offs to the hashing and "
-                f"writing threads, over {seconds(capped['copy_seconds'])} instead of "
-                f"{seconds(uncapped['copy_seconds'])}; its {seconds(capped['throttled_seconds'])} of waiting "
-                "are sleeps. One capped and one uncapped run are compared, so the ratio carries the noise of "
-                "two single runs"
+                f"capped copy reads pieces of a tenth of a second's worth ({piece / 1e6:.1f} MB at the cap) "
+                f"instead of {CHUNK_SIZE // MIB} MiB chunks, so it makes {CHUNK_SIZE / piece:.1f}x the reads "
+                f"and hand-offs to the hashing and writing threads, over {seconds(capped['copy_seconds'])} "
+                f"instead of {seconds(uncapped['copy_seconds'])}; its "
+                f"{seconds(capped['throttled_seconds'])} of waiting are sleeps. The runs' CPU times "
+                "(listed) show how much one run differs from the next"
             ),
         ),
     ]
+
+
+_CAP_KEYS = (
+    "bytes",
+    "copy_seconds",
+    "copy_cpu_seconds",
+    "throttled_seconds",
+    "verify_publish_seconds",
+)
 
 
 def _hashlib_speed(path: Path, samples: int = 3) -> float:

@@ -190,7 +190,9 @@ def test_report_has_machine_table_and_method() -> None:
     }
     text = render(rows, machine, quick=False, durations={"shipping": 1.0})
     assert "2 cores" in text and "Airflow 3.3.2" in text and "2026-11-26" in text
-    assert "when it started: 0.5 / 0.4 / 0.3; when it finished: 1 / 1 / 1" in text
+    assert "when it started: 0.5 / 0.4 / 0.3; when it finished: 1 / 1 / 1 (at most 2: the cores were" in text
+    busy = render(rows, machine | {"load": "2.5 / 1 / 1"}, quick=False, durations={"shipping": 1.0})
+    assert "finished: 2.5 / 1 / 1 (above 2: other work shared the cores with this run" in busy
     assert format_table(rows) in text
     assert "2 of 3 targets met" in text and "Missed: parse x.py" in text
     # Every missed target is explained under the table by its own run's figures; met ones are not.
