@@ -75,6 +75,21 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def parse_iso_utc(value: Any) -> datetime | None:
+    """An ISO-8601 time as our tasks and Airflow write it (``...Z`` or an offset; naive taken as UTC), a
+    datetime as it is; None for anything else, so a record that lost or mangled a time is skipped, never
+    fatal (readiness, catch-up and findings read records other DAGs wrote)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def iso_utc(value: Any) -> str | None:
     """A datetime as ISO-8601 UTC, anything else as text, None as None (for XCom, reports and audits)."""
     if value is None:

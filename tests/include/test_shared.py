@@ -56,3 +56,18 @@ def test_times_for_people_and_for_records() -> None:
     assert shared.format_age(now - timedelta(minutes=12), now) == "12 min ago"
     assert shared.format_age(now - timedelta(hours=3), now) == "3.0 h ago"
     assert shared.format_age(None, now) == "at an unknown time"
+
+
+def test_parse_iso_utc_reads_what_our_records_hold_and_skips_the_rest() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from include.gir_ops.shared import parse_iso_utc
+
+    assert parse_iso_utc("2026-11-18T01:00Z") == datetime(2026, 11, 18, 1, tzinfo=UTC)
+    assert parse_iso_utc("2026-11-18T06:30:00+05:30") == datetime(2026, 11, 18, 1, tzinfo=UTC)
+    assert parse_iso_utc("2026-11-18T01:00:00") == datetime(2026, 11, 18, 1, tzinfo=UTC)  # naive: UTC
+    aware = datetime(2026, 11, 18, 1, tzinfo=timezone(timedelta(hours=2)))
+    assert parse_iso_utc(aware) is aware
+    assert parse_iso_utc(datetime(2026, 11, 18, 1)) == datetime(2026, 11, 18, 1, tzinfo=UTC)
+    for value in ("", "yesterday", None, 1763427600, ["2026-11-18T01:00Z"]):
+        assert parse_iso_utc(value) is None, value

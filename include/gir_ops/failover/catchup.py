@@ -27,7 +27,7 @@ from include.gir_ops.failover.outcome import decide_outcome
 from include.gir_ops.failover.spec import DAG_ID, Outcome, failover_settings
 from include.gir_ops.failover.survey import scrub
 from include.gir_ops.reindex import spec as reindex_spec
-from include.gir_ops.shared import format_utc, iso_utc
+from include.gir_ops.shared import format_utc, iso_utc, parse_iso_utc
 from include.gir_ops.topology import Topology, load_topology
 
 log = logging.getLogger(__name__)
@@ -48,16 +48,6 @@ def floor_hour(moment: datetime) -> datetime:
 def ceil_hour(moment: datetime) -> datetime:
     floored = floor_hour(moment)
     return floored if floored == moment.astimezone(UTC) else floored + HOUR
-
-
-def _parse(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def outage_start(audit_log: str, primary_site: str, before: datetime) -> tuple[datetime, str] | None:
@@ -86,7 +76,7 @@ def outage_start(audit_log: str, primary_site: str, before: datetime) -> tuple[d
         switch = record.get("switch") or {}
         if not switch.get("posted"):
             continue
-        moment = _parse(switch.get("switched_at")) or _parse(record.get("run_started_at"))
+        moment = parse_iso_utc(switch.get("switched_at")) or parse_iso_utc(record.get("run_started_at"))
         if moment is None or moment >= before:
             continue
         if found is None or moment > found[0]:
@@ -218,7 +208,9 @@ def run_catch_up(context: Mapping[str, Any]) -> dict[str, Any]:
                 "status": "failed",
                 "detail": f"could not trigger {plan['dag_id']}: {scrub(str(exc))}; "
                 + manual_trigger_text(
-                    plan["dag_id"], _parse(plan["from"]), _parse(plan["to"]) or datetime.now(UTC)
+                    plan["dag_id"],
+                    parse_iso_utc(plan["from"]),
+                    parse_iso_utc(plan["to"]) or datetime.now(UTC),
                 ),
             }
             ti.xcom_push(key="record", value=record)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from include.gir_ops.failover.spec import INTERACTION_SERVER_ONLY, SCENARIOS, failover_settings
-from include.gir_ops.shared import format_age, iso_utc
+from include.gir_ops.shared import format_age, iso_utc, parse_iso_utc
 from include.gir_ops.topology import Topology
 
 # --- what the other DAGs last said -------------------------------------------------------------------
@@ -24,13 +24,8 @@ def event_time(event: Any, key: str) -> datetime | None:
     """When the event says it happened (``extra[key]``, ISO-8601), else when Airflow recorded it."""
     extra = getattr(event, "extra", None) or {}
     value = extra.get(key)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            parsed = None
-        if parsed is not None:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if isinstance(value, str) and (parsed := parse_iso_utc(value)) is not None:
+        return parsed
     stamp = getattr(event, "timestamp", None)
     return stamp if isinstance(stamp, datetime) else None
 

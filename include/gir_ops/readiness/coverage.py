@@ -12,22 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from include.gir_ops.shared import format_utc
+from include.gir_ops.shared import format_utc, parse_iso_utc
 
 HOUR = timedelta(hours=1)
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An ISO-8601 time as the send task writes it (2026-11-18T01:00Z); None when it is not one."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def normalized(value: Any) -> tuple[str, str, int, int] | None:
@@ -36,7 +23,7 @@ def normalized(value: Any) -> tuple[str, str, int, int] | None:
     if not isinstance(value, Mapping):
         return None
     cc, kind = value.get("contact_center_id"), value.get("kind")
-    start, end = parse_time(value.get("from")), parse_time(value.get("to"))
+    start, end = parse_iso_utc(value.get("from")), parse_iso_utc(value.get("to"))
     if not isinstance(cc, str) or not isinstance(kind, str) or start is None or end is None:
         return None
     return cc, kind, int(start.timestamp()), int(end.timestamp())

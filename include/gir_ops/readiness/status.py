@@ -27,7 +27,7 @@ from include.gir_ops.readiness.probe import RwsProbe
 from include.gir_ops.readiness.spec import COVERAGE_DAYS, REQUIRED_ACTIONS_PATH, URL_PREFIX
 from include.gir_ops.reindex.spec import SEND_TASK_ID
 from include.gir_ops.reindex.spec import dag_id as reindex_dag_id
-from include.gir_ops.shared import format_age, format_utc, iso_utc
+from include.gir_ops.shared import format_age, format_utc, iso_utc, parse_iso_utc
 from include.gir_ops.topology import DataCenter, Topology
 
 # Keystore states that mean "this instance holds the reference's keys".
@@ -112,7 +112,7 @@ def run_url(base: str, dag_id: str | None, run_id: str | None) -> str | None:
 def _event_time(event: Mapping[str, Any] | None, key: str) -> datetime | None:
     if event is None:
         return None
-    return cov.parse_time(event["extra"].get(key)) or event.get("timestamp")
+    return parse_iso_utc(event["extra"].get(key)) or event.get("timestamp")
 
 
 def _hours(then: datetime | None, now: datetime) -> float | None:

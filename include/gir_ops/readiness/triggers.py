@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from include.gir_ops.readiness.coverage import parse_time
 from include.gir_ops.reindex.spec import dag_id as reindex_dag_id
-from include.gir_ops.shared import CONTACT_CENTER_ID_PATTERN, ISO_WITH_OFFSET_PATTERN
+from include.gir_ops.shared import CONTACT_CENTER_ID_PATTERN, ISO_WITH_OFFSET_PATTERN, parse_iso_utc
 from include.gir_ops.topology import load_topology
 
 
@@ -25,9 +24,9 @@ def reindex_conf(
     if not re.fullmatch(CONTACT_CENTER_ID_PATTERN, contact_center_id):
         raise ValueError(f"contact_center_id {contact_center_id!r} is not a contact center ID")
     for name, value in (("from", start), ("to", end)):
-        if not re.fullmatch(ISO_WITH_OFFSET_PATTERN, value) or parse_time(value) is None:
+        if not re.fullmatch(ISO_WITH_OFFSET_PATTERN, value) or parse_iso_utc(value) is None:
             raise ValueError(f"{name} {value!r} is not an ISO-8601 time with offset (e.g. 2026-11-01T00:00Z)")
-    start_at, end_at = parse_time(start), parse_time(end)
+    start_at, end_at = parse_iso_utc(start), parse_iso_utc(end)
     if start_at is None or end_at is None or end_at <= start_at:
         raise ValueError(f"to {end!r} must be after from {start!r}")
     conf = {
